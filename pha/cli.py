@@ -1,0 +1,98 @@
+"""The `pha` command line, plus the `cls_*` and discovery console scripts.
+
+Subcommands live in their own modules and are imported only when they run,
+so `pha --help` stays fast and one broken module cannot break the others.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from pha import __version__
+
+# pha subcommand -> "module:attribute" of a click command or group.
+SUBCOMMANDS: dict[str, str] = {
+    "install-agents": "pha.install:install_agents",
+    "lab": "pha.lab.cli:lab",
+    "get-active-slaves": "pha.discovery:get_active_slaves_cmd",
+    "check-active-slave": "pha.discovery:check_active_slave_cmd",
+}
+
+# Original pha4pgsql command name -> pha subcommand. The commands themselves
+# arrive with the cluster-commands issue; until then they say so.
+CLS_COMMANDS: dict[str, str] = {
+    "cls_start": "start",
+    "cls_stop": "stop",
+    "cls_status": "status",
+    "cls_master": "master",
+    "cls_online_switch": "online-switch",
+    "cls_cleanup": "cleanup",
+    "cls_reset_master": "reset-master",
+    "cls_repair_by_pg_rewind": "repair-by-pg-rewind",
+    "cls_rebuild_slave": "rebuild-slave",
+    "cls_maintenance": "maintenance",
+    "cls_unmaintenance": "unmaintenance",
+    "cls_maintenance_node": "maintenance-node",
+    "cls_unmaintenance_node": "unmaintenance-node",
+    "cls_standby_node": "standby-node",
+    "cls_unstandby_node": "unstandby-node",
+}
+
+TOOLS: dict[str, str] = {
+    "get_active_slaves": "get-active-slaves",
+    "check_active_slave": "check-active-slave",
+}
+
+
+def _load(target: str) -> click.Command:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _not_yet(name: str, original: str) -> click.Command:
+    @click.command(name=name, context_settings={"ignore_unknown_options": True},
+                   help=f"{original}: not yet implemented.")
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def command(args: tuple[str, ...]) -> None:
+        click.echo(f"pha {name} ({original}) is not yet implemented", err=True)
+        sys.exit(3)
+    return command
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*SUBCOMMANDS, *CLS_COMMANDS.values()])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in SUBCOMMANDS:
+            return _load(SUBCOMMANDS[name])
+        for original, sub in CLS_COMMANDS.items():
+            if name in (sub, original):
+                return _not_yet(sub, original)
+        return None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pha")
+def main() -> None:
+    """pha: PostgreSQL high availability on Pacemaker/Corosync."""
+
+
+def _run_as(subcommand: str) -> None:
+    prog = os.path.basename(sys.argv[0])
+    main(args=[subcommand, *sys.argv[1:]], prog_name=prog)
+
+
+def cls_entry() -> None:
+    """Entry point of every `cls_*` console script: dispatch on argv[0]."""
+    _run_as(CLS_COMMANDS[os.path.basename(sys.argv[0])])
+
+
+def tool_entry() -> None:
+    """Entry point of `get_active_slaves` and `check_active_slave`."""
+    _run_as(TOOLS[os.path.basename(sys.argv[0])])

@@ -1,0 +1,261 @@
+"""Pure lab layout and rendering: names, addresses, config files, crm_mon views.
+
+Nothing here touches the system, so all of it is unit-tested.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+SUBNET = "10.78.0.0/24"
+PREFIXLEN = 24
+_BASE = ipaddress.IPv4Address("10.78.0.0")
+NODE_IP_OFFSET = 10           # node i = .10+i
+CLIENT_IP = "10.78.0.50"      # nodes stop below the client address
+VIP_OFFSET = 100              # .100-.199 are kept free for VIPs
+MAX_NODES = 39
+MAX_VIPS = 100
+
+SWITCH_NETNS = "pha-sw"
+CLIENT_NETNS = "pha-client"
+NETNS_PREFIX = "pha-"
+BRIDGE = "phabr0"
+NODE_IFNAME = "eth0"
+
+DEFAULT_STATE_DIR = "/var/tmp/pha-lab"
+STATE_ENV = "PHA_LAB_STATE"
+DEFAULT_TOKEN_MS = 3000
+# Pacemaker waits dc-deadtime (default 20 s) for a DC before holding an election;
+# the lab's CIB is pre-seeded with a short one so `up` does not sit through it.
+DC_DEADTIME = "2s"
+
+PG_VERSION = "15"
+PG_BIN = "/usr/lib/postgresql/15/bin"
+PGDATA = "/var/lib/postgresql/15/pha"
+PG_PORT = 5432
+PG_SOCKET_DIR = "/run/postgresql"
+PG_LOG = "/var/log/postgresql/postgresql-15-pha.log"
+
+OCF_RESOURCE_D = "/usr/lib/ocf/resource.d"
+OCF_SHELLFUNCS = "/usr/lib/ocf/lib/heartbeat/ocf-shellfuncs"
+
+# Node directory -> (mode, owner, group) of the per-node copy in the lab state.
+# "copy" in place of a mode means: start from a copy of the host directory.
+NODE_DIRS: dict[str, tuple[int | str, str, str]] = {
+    "/var/lib/pacemaker": ("copy", "hacluster", "haclient"),
+    "/var/lib/corosync": (0o700, "root", "root"),
+    "/var/log/pacemaker": (0o770, "hacluster", "haclient"),
+    "/var/log/corosync": (0o755, "root", "root"),
+    "/etc/corosync": (0o755, "root", "root"),
+    "/etc/pacemaker": (0o755, "root", "root"),
+    "/var/lib/postgresql": (0o755, "postgres", "postgres"),
+    "/var/log/postgresql": (0o1775, "root", "postgres"),
+}
+# Fresh tmpfs per node: mount point -> mode.
+NODE_TMPFS: dict[str, int] = {"/run": 0o755, "/dev/shm": 0o1777, "/tmp": 0o1777}
+# Directories created in the node's fresh /run: path -> (mode, owner, group).
+NODE_RUN_DIRS: dict[str, tuple[int, str, str]] = {
+    "/run/postgresql": (0o2775, "postgres", "postgres"),
+    "/run/resource-agents": (0o1755, "root", "root"),
+    "/run/lock": (0o755, "root", "root"),
+    "/run/crm": (0o750, "hacluster", "haclient"),
+}
+
+_NODE_NAME = re.compile(r"node([1-9][0-9]?)")
+
+
+class LabConfigError(ValueError):
+    """Bad lab option or state."""
+
+
+def check_node_count(nodes: int) -> int:
+    if not isinstance(nodes, int) or not 1 <= nodes <= MAX_NODES:
+        raise LabConfigError(f"--nodes: {nodes!r} is not a node count between 1 and {MAX_NODES}")
+    return nodes
+
+
+def check_token(token_ms: int) -> int:
+    if not isinstance(token_ms, int) or not 200 <= token_ms <= 60000:
+        raise LabConfigError(f"--token: {token_ms!r} ms is not between 200 and 60000")
+    return token_ms
+
+
+def node_names(count: int) -> list[str]:
+    return [f"node{i}" for i in range(1, check_node_count(count) + 1)]
+
+
+def node_index(name: str) -> int:
+    match = _NODE_NAME.fullmatch(name)
+    if not match or int(match.group(1)) > MAX_NODES:
+        raise LabConfigError(f"node: {name!r} is not a lab node name (node1..node{MAX_NODES})")
+    return int(match.group(1))
+
+
+def node_ip(name: str) -> str:
+    return str(_BASE + NODE_IP_OFFSET + node_index(name))
+
+
+def node_netns(name: str) -> str:
+    return NETNS_PREFIX + name
+
+
+def switch_port(name: str) -> str:
+    """The switch-side veth of a node (or of the client)."""
+    return "sw-" + name
+
+
+def vip(n: int) -> str:
+    if not isinstance(n, int) or not 0 <= n < MAX_VIPS:
+        raise LabConfigError(f"vip: {n!r} is not a VIP number between 0 and {MAX_VIPS - 1}")
+    return str(_BASE + VIP_OFFSET + n)
+
+
+def render_hosts(nodes: list[str]) -> str:
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    lines += [f"{node_ip(n)}\t{n}" for n in nodes]
+    lines.append(f"{CLIENT_IP}\tclient")
+    return "\n".join(lines) + "\n"
+
+
+def render_corosync_conf(nodes: list[str], token_ms: int, cluster_name: str = "pha-lab") -> str:
+    node_blocks = "".join(
+        f"    node {{\n        ring0_addr: {node_ip(n)}\n        name: {n}\n"
+        f"        nodeid: {node_index(n)}\n    }}\n"
+        for n in nodes)
+    return (
+        "totem {\n"
+        "    version: 2\n"
+        f"    cluster_name: {cluster_name}\n"
+        "    transport: knet\n"
+        "    crypto_cipher: aes256\n"
+        "    crypto_hash: sha256\n"
+        f"    token: {check_token(token_ms)}\n"
+        "}\n"
+        f"nodelist {{\n{node_blocks}}}\n"
+        "quorum {\n    provider: corosync_votequorum\n}\n"
+        "logging {\n"
+        "    to_logfile: yes\n"
+        "    logfile: /var/log/corosync/corosync.log\n"
+        "    to_syslog: no\n"
+        "    to_stderr: no\n"
+        "    timestamp: on\n"
+        "}\n")
+
+
+def render_seed_cib(dc_deadtime: str = DC_DEADTIME) -> str:
+    """The CIB every node starts from: no fencing, short DC election wait."""
+    options = {"stonith-enabled": "false", "dc-deadtime": dc_deadtime}
+    nvpairs = "".join(
+        f'        <nvpair id="cib-bootstrap-options-{name}" name="{name}" value="{value}"/>\n'
+        for name, value in options.items())
+    return (
+        '<cib crm_feature_set="3.16.2" validate-with="pacemaker-3.9" '
+        'epoch="1" num_updates="0" admin_epoch="0">\n'
+        "  <configuration>\n"
+        "    <crm_config>\n"
+        '      <cluster_property_set id="cib-bootstrap-options">\n'
+        f"{nvpairs}"
+        "      </cluster_property_set>\n"
+        "    </crm_config>\n"
+        "    <nodes/>\n    <resources/>\n    <constraints/>\n"
+        "  </configuration>\n"
+        "  <status/>\n"
+        "</cib>\n")
+
+
+def patch_ocf_shellfuncs(text: str) -> str:
+    """Make ocf_promotion_score call `crm_attribute --promotion`.
+
+    resource-agents 4.12 runs `crm_attribute -p $@`, and pacemaker 2.1.5
+    mis-parses `-p -v -INFINITY` (the stock pgsql agent then cannot demote).
+    """
+    old = "${HA_SBIN_DIR}/crm_attribute -p $@"
+    if old not in text:
+        raise LabConfigError(f"{OCF_SHELLFUNCS}: expected line {old!r} not found; cannot patch it")
+    return text.replace(old, "${HA_SBIN_DIR}/crm_attribute --promotion $@", 1)
+
+
+PG_BLOCK_BEGIN = "# --- pha lab settings (begin) ---"
+PG_BLOCK_END = "# --- pha lab settings (end) ---"
+
+
+def render_pg_settings(node: str) -> str:
+    """postgresql.conf settings of a lab node, as a marked block.
+
+    listen_addresses is '*': inside the node's netns that is the node address
+    (and any VIP an agent adds later), never a host address.
+    """
+    settings = {
+        "listen_addresses": "'*'",
+        "port": str(PG_PORT),
+        "unix_socket_directories": f"'{PG_SOCKET_DIR}'",
+        "cluster_name": f"'{node}'",
+        "wal_level": "replica",
+        "hot_standby": "on",
+        "max_wal_senders": "10",
+        "max_replication_slots": "10",
+        "wal_keep_size": "128MB",
+        "wal_log_hints": "on",
+        "logging_collector": "off",
+    }
+    body = "".join(f"{key} = {value}\n" for key, value in settings.items())
+    return f"{PG_BLOCK_BEGIN}\n{body}{PG_BLOCK_END}\n"
+
+
+def set_pg_settings(conf: str, node: str) -> str:
+    """conf with the lab block replaced (or appended) for `node`."""
+    block = render_pg_settings(node)
+    begin, end = conf.find(PG_BLOCK_BEGIN), conf.find(PG_BLOCK_END)
+    if begin == -1 or end == -1:
+        return conf.rstrip("\n") + "\n\n" + block
+    return conf[:begin] + block + conf[end + len(PG_BLOCK_END) + 1:]
+
+
+def render_pg_hba() -> str:
+    return (f"# pha lab: trust inside the lab subnet only\n"
+            f"host all all {SUBNET} trust\n"
+            f"host replication all {SUBNET} trust\n")
+
+
+def primary_conninfo(primary_ip: str, application_name: str) -> str:
+    return f"host={primary_ip} port={PG_PORT} user=postgres application_name={application_name}"
+
+
+def set_primary_conninfo(auto_conf: str, conninfo: str | None) -> str:
+    """postgresql.auto.conf without pg_basebackup's primary_conninfo, plus `conninfo` if given."""
+    lines = [line for line in auto_conf.splitlines()
+             if not line.strip().startswith("primary_conninfo")]
+    if conninfo is not None:
+        lines.append(f"primary_conninfo = '{conninfo}'")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class PacemakerView:
+    """What one node's crm_mon reports about the cluster."""
+
+    online: list[str] = field(default_factory=list)
+    offline: list[str] = field(default_factory=list)
+    dc: str | None = None
+    quorum: bool = False
+
+    def to_dict(self) -> dict:
+        return {"online": self.online, "offline": self.offline, "dc": self.dc, "quorum": self.quorum}
+
+
+def parse_crm_mon(xml_text: str) -> PacemakerView:
+    """Parse `crm_mon --output-as=xml` into the nodes' online state, DC and quorum."""
+    try:
+        root = ET.fromstring(xml_text)
+    except ET.ParseError as exc:
+        raise LabConfigError(f"crm_mon output is not XML: {exc}") from None
+    view = PacemakerView()
+    dc = root.find("./summary/current_dc")
+    if dc is not None and dc.get("present") == "true":
+        view.dc = dc.get("name")
+        view.quorum = dc.get("with_quorum") == "true"
+    for node in root.findall("./nodes/node"):
+        (view.online if node.get("online") == "true" else view.offline).append(node.get("name", ""))
+    return view

@@ -1,0 +1,479 @@
+"""A small, explicit OCF runtime shared by every pha agent.
+
+An agent declares its parameters and actions once, in an `Agent`. From that
+declaration this module produces the meta-data XML, typed parameters with
+defaults, validate-all, and the errors Pacemaker expects. It also parses the
+clone/notify environment and logs the way ocf-shellfuncs does.
+
+This module is on every agent's hot path: it imports only the standard
+library, and only what it needs.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Optional, Union
+
+# --- return codes (OCF 1.1, plus Pacemaker's degraded codes) --------------------
+SUCCESS = 0
+ERR_GENERIC = 1
+ERR_ARGS = 2
+ERR_UNIMPLEMENTED = 3
+ERR_PERM = 4
+ERR_INSTALLED = 5
+ERR_CONFIGURED = 6
+NOT_RUNNING = 7
+RUNNING_PROMOTED = 8
+FAILED_PROMOTED = 9
+DEGRADED = 190
+DEGRADED_PROMOTED = 191
+
+CODE_NAMES = {
+    SUCCESS: "OCF_SUCCESS", ERR_GENERIC: "OCF_ERR_GENERIC", ERR_ARGS: "OCF_ERR_ARGS",
+    ERR_UNIMPLEMENTED: "OCF_ERR_UNIMPLEMENTED", ERR_PERM: "OCF_ERR_PERM",
+    ERR_INSTALLED: "OCF_ERR_INSTALLED", ERR_CONFIGURED: "OCF_ERR_CONFIGURED",
+    NOT_RUNNING: "OCF_NOT_RUNNING", RUNNING_PROMOTED: "OCF_RUNNING_PROMOTED",
+    FAILED_PROMOTED: "OCF_FAILED_PROMOTED", DEGRADED: "OCF_DEGRADED",
+    DEGRADED_PROMOTED: "OCF_DEGRADED_PROMOTED",
+}
+
+OCF_VERSION = "1.1"
+PARAM_TYPES = ("string", "integer", "boolean", "select")
+ROLES = ("Promoted", "Unpromoted")
+_TRUE = frozenset({"1", "true", "yes", "on", "y"})
+_FALSE = frozenset({"0", "false", "no", "off", "n"})
+
+Value = Union[str, int, bool, None]
+
+
+class OCFError(Exception):
+    """Ends an action with `rc`; `reason` becomes the ocf-exit-reason."""
+
+    def __init__(self, rc: int, reason: str) -> None:
+        super().__init__(reason)
+        self.rc = rc
+        self.reason = reason
+
+
+# --- declaration ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Param:
+    """One agent parameter, declared once."""
+
+    name: str
+    type: str = "string"
+    default: Value = None
+    required: bool = False
+    shortdesc: str = ""
+    longdesc: str = ""
+    options: tuple[str, ...] = ()
+    unique_group: Optional[str] = None
+    reloadable: bool = False
+    deprecated: bool = False
+    replaced_with: tuple[str, ...] = ()
+    check: Optional[Callable[[Value], Optional[str]]] = None
+
+    def __post_init__(self) -> None:
+        if self.type not in PARAM_TYPES:
+            raise ValueError(f"parameter {self.name}: unknown type {self.type!r}")
+        if (self.type == "select") != bool(self.options):
+            raise ValueError(f"parameter {self.name}: options go with type select only")
+        if self.required and self.default is not None:
+            raise ValueError(f"parameter {self.name}: a required parameter has no default")
+
+    def parse(self, raw: str) -> Value:
+        """Convert the raw environment string; raise OCFError naming the parameter."""
+        if self.type == "integer":
+            try:
+                value: Value = int(raw.strip(), 10)
+            except ValueError:
+                raise _bad(self.name, raw, "is not an integer") from None
+        elif self.type == "boolean":
+            word = raw.strip().lower()
+            if word not in _TRUE | _FALSE:
+                raise _bad(self.name, raw, "is not a boolean (true/false)")
+            value = word in _TRUE
+        elif self.type == "select":
+            if raw not in self.options:
+                raise _bad(self.name, raw, "must be one of " + ", ".join(self.options))
+            value = raw
+        else:
+            value = raw
+        if self.check is not None:
+            problem = self.check(value)
+            if problem:
+                raise _bad(self.name, raw, problem)
+        return value
+
+
+def _bad(name: str, raw: str, problem: str) -> OCFError:
+    return OCFError(ERR_CONFIGURED, f"parameter {name}={raw!r} {problem}")
+
+
+@dataclass(frozen=True)
+class Action:
+    """One action as advertised in meta-data."""
+
+    name: str
+    timeout: int = 20
+    interval: Optional[int] = None
+    depth: Optional[int] = None
+    role: Optional[str] = None
+    start_delay: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.role is not None and self.role not in ROLES:
+            raise ValueError(f"action {self.name}: role must be one of {ROLES}")
+
+
+Handler = Callable[["Resource"], int]
+Validator = Callable[["Resource"], None]
+
+
+@dataclass
+class Agent:
+    """An agent's single declaration, and the dispatcher of its actions."""
+
+    name: str
+    version: str
+    shortdesc: str
+    longdesc: str
+    params: list[Param]
+    actions: list[Action]
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    validators: list[Validator] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        names = [p.name for p in self.params]
+        if len(names) != len(set(names)):
+            raise ValueError(f"agent {self.name}: duplicate parameter names")
+        for p in self.params:
+            for other in p.replaced_with:
+                if other not in names:
+                    raise ValueError(f"parameter {p.name}: replaced_with {other} is undeclared")
+
+    def handler(self, action: str) -> Callable[[Handler], Handler]:
+        """Decorator: register the function that runs `action`."""
+        def register(func: Handler) -> Handler:
+            self.handlers[action] = func
+            return func
+        return register
+
+    def validator(self, func: Validator) -> Validator:
+        """Decorator: register extra validation (raise OCFError on bad input)."""
+        self.validators.append(func)
+        return func
+
+    # --- meta-data -------------------------------------------------------------
+    def metadata(self) -> str:
+        """OCF 1.1 meta-data XML for this agent."""
+        out = [
+            '<?xml version="1.0"?>',
+            f'<resource-agent name="{_x(self.name)}" version="{_x(self.version)}">',
+            f"<version>{OCF_VERSION}</version>",
+            f'<longdesc lang="en">{_x(self.longdesc)}</longdesc>',
+            f'<shortdesc lang="en">{_x(self.shortdesc)}</shortdesc>',
+            "<parameters>",
+        ]
+        for p in self.params:
+            out.extend(_param_xml(p))
+        out.append("</parameters>")
+        out.append("<actions>")
+        for a in self.actions:
+            out.append(_action_xml(a))
+        out.append("</actions>")
+        out.append("</resource-agent>")
+        return "\n".join(out) + "\n"
+
+    # --- running ---------------------------------------------------------------
+    def run(self, argv: list[str], env: Optional[Mapping[str, str]] = None) -> int:
+        """Run the action named in argv[0] and return its OCF code.
+
+        Parameters are parsed for every action; the agent's validators run
+        before every action but stop, which must work with whatever is left.
+        """
+        env = os.environ if env is None else env
+        action = argv[0] if argv else ""
+        log = Log(self.name, env)
+        if action in ("meta-data", "metadata"):
+            sys.stdout.write(self.metadata())
+            return SUCCESS
+        if action in ("", "usage", "help"):
+            sys.stdout.write(self.usage())
+            return SUCCESS if action else ERR_ARGS
+        if action not in self.handlers and action != "validate-all":
+            log.error(f"action {action!r} is not implemented by {self.name}")
+            return ERR_UNIMPLEMENTED
+        try:
+            try:
+                res = Resource(self, action, env, log)
+            except OCFError as err:
+                if action != "stop":
+                    raise
+                # Nothing can have started with parameters this bad: stopped it is.
+                log.warning(f"stop with invalid parameters: {err.reason}")
+                return SUCCESS
+            if action != "stop":
+                res.validate()
+            rc = self.handlers[action](res) if action in self.handlers else SUCCESS
+        except OCFError as err:
+            exit_reason(err.reason)
+            log.error(err.reason)
+            return err.rc
+        log.debug(f"{action} returned {CODE_NAMES.get(rc, rc)}")
+        return rc
+
+    def usage(self) -> str:
+        actions = sorted({"meta-data", "validate-all", *self.handlers})
+        return f"usage: {self.name} {{{'|'.join(actions)}}}\n"
+
+    def main(self) -> None:
+        """Entry point used by the in-process path of the ocf/ shims."""
+        sys.exit(self.run(sys.argv[1:]))
+
+
+def _x(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def _param_xml(p: Param) -> list[str]:
+    attrs = f' name="{_x(p.name)}" required="{int(p.required)}"'
+    if p.unique_group:
+        attrs += f' unique-group="{_x(p.unique_group)}"'
+    if p.reloadable:
+        attrs += ' reloadable="1"'
+    lines = [f"<parameter{attrs}>",
+             f'<longdesc lang="en">{_x(p.longdesc or p.shortdesc)}</longdesc>',
+             f'<shortdesc lang="en">{_x(p.shortdesc)}</shortdesc>']
+    if p.deprecated:
+        lines.append("<deprecated>")
+        lines.extend(f'<replaced-with name="{_x(r)}"/>' for r in p.replaced_with)
+        lines.append("</deprecated>")
+    default = "" if p.default is None else f' default="{_x(_render(p.default))}"'
+    if p.type == "select":
+        lines.append(f'<content type="select"{default}>')
+        lines.extend(f'<option value="{_x(o)}"/>' for o in p.options)
+        lines.append("</content>")
+    else:
+        lines.append(f'<content type="{p.type}"{default}/>')
+    lines.append("</parameter>")
+    return lines
+
+
+def _action_xml(a: Action) -> str:
+    attrs = f'name="{_x(a.name)}" timeout="{a.timeout}s"'
+    if a.interval is not None:
+        attrs += f' interval="{a.interval}s"'
+    if a.depth is not None:
+        attrs += f' depth="{a.depth}"'
+    if a.start_delay is not None:
+        attrs += f' start-delay="{a.start_delay}s"'
+    if a.role is not None:
+        attrs += f' role="{a.role}"'
+    return f"<action {attrs}/>"
+
+
+def _render(value: Value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# --- one invocation --------------------------------------------------------------
+class Resource:
+    """One invocation of an agent: its action, parameters and environment."""
+
+    def __init__(self, agent: Agent, action: str, env: Mapping[str, str], log: "Log") -> None:
+        self.agent = agent
+        self.action = action
+        self.env = env
+        self.log = log
+        self.instance = env.get("OCF_RESOURCE_INSTANCE", agent.name)
+        self.params = parse_params(agent.params, env)
+        self.memo: dict[str, object] = {}  # per-invocation cache for the agent
+
+    def meta(self, name: str, default: str = "") -> str:
+        """A CRM meta attribute, e.g. meta("interval") or meta("notify_type")."""
+        return self.env.get(f"OCF_RESKEY_CRM_meta_{name}", default)
+
+    @property
+    def interval_ms(self) -> int:
+        return int(self.meta("interval", "0") or 0)
+
+    @property
+    def is_probe(self) -> bool:
+        """A monitor with interval 0 is Pacemaker's probe."""
+        return self.action == "monitor" and self.interval_ms == 0
+
+    @property
+    def node_name(self) -> str:
+        return self.meta("on_node") or os.uname().nodename
+
+    @property
+    def clone(self) -> Optional[CloneInfo]:
+        return clone_info(self.env)
+
+    @property
+    def notify(self) -> Optional[Notify]:
+        return parse_notify(self.env)
+
+    def validate(self) -> None:
+        """Run the agent's validators (typed parsing already happened)."""
+        for check in self.agent.validators:
+            check(self)
+
+
+def parse_params(params: Iterable[Param], env: Mapping[str, str]) -> dict[str, Value]:
+    """Typed values from OCF_RESKEY_*, defaults applied; OCFError names the culprit."""
+    values: dict[str, Value] = {}
+    missing = []
+    for p in params:
+        raw = env.get(f"OCF_RESKEY_{p.name}")
+        if raw is None or raw == "":
+            if p.required:
+                missing.append(p.name)
+            values[p.name] = p.default
+        else:
+            values[p.name] = p.parse(raw)
+    if missing:
+        raise OCFError(ERR_CONFIGURED, "required parameter(s) not set: " + ", ".join(missing))
+    return values
+
+
+# --- clone and notify environment ------------------------------------------------
+@dataclass(frozen=True)
+class CloneInfo:
+    """Clone meta attributes of this instance."""
+
+    clone: str
+    clone_max: int
+    clone_node_max: int
+    promotable: bool
+    promoted_max: int
+    promoted_node_max: int
+    notify: bool
+
+
+def clone_info(env: Mapping[str, str]) -> Optional[CloneInfo]:
+    """Clone settings from the environment, or None outside a clone."""
+    def meta(*names: str, default: str = "") -> str:
+        for n in names:
+            v = env.get(f"OCF_RESKEY_CRM_meta_{n}")
+            if v:
+                return v
+        return default
+    if not meta("clone_max", "clone"):
+        return None
+    promoted_max = meta("promoted_max", "master_max")
+    return CloneInfo(
+        clone=meta("clone", default="0"),
+        clone_max=int(meta("clone_max", default="1")),
+        clone_node_max=int(meta("clone_node_max", default="1")),
+        promotable=bool(promoted_max) or meta("promotable").lower() in _TRUE,
+        promoted_max=int(promoted_max or 0),
+        promoted_node_max=int(meta("promoted_node_max", "master_node_max", default="0")),
+        notify=meta("notify").lower() in _TRUE,
+    )
+
+
+NOTIFY_LISTS = ("start", "stop", "promote", "demote", "active", "inactive",
+                "promoted", "unpromoted", "all", "available")
+# Pacemaker's older names for the same lists.
+NOTIFY_ALIASES = {"master": "promoted", "slave": "unpromoted"}
+
+
+@dataclass(frozen=True)
+class Notify:
+    """A parsed notification: pre/post, the operation, and host lists by role."""
+
+    type: str
+    operation: str
+    hosts: Mapping[str, tuple[str, ...]]
+    resources: Mapping[str, tuple[str, ...]]
+
+    @property
+    def is_pre(self) -> bool:
+        return self.type == "pre"
+
+    @property
+    def is_post(self) -> bool:
+        return self.type == "post"
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        """Host list by role: notify["promoted"], notify["master"], notify["start"]..."""
+        return self.hosts.get(NOTIFY_ALIASES.get(name, name), ())
+
+
+def parse_notify(env: Mapping[str, str]) -> Optional[Notify]:
+    """The notify environment as a structure, or None when this is not a notify."""
+    prefix = "OCF_RESKEY_CRM_meta_notify_"
+    ntype = env.get(prefix + "type")
+    if not ntype:
+        return None
+    hosts: dict[str, tuple[str, ...]] = {}
+    resources: dict[str, tuple[str, ...]] = {}
+    for name in (*NOTIFY_LISTS, *NOTIFY_ALIASES):
+        key = NOTIFY_ALIASES.get(name, name)
+        for target, suffix in ((hosts, "uname"), (resources, "resource")):
+            found = env.get(f"{prefix}{name}_{suffix}", "").split()
+            if found and not target.get(key):
+                target[key] = tuple(found)
+    return Notify(type=ntype, operation=env.get(prefix + "operation", ""),
+                  hosts=hosts, resources=resources)
+
+
+# --- logging and exit reasons --------------------------------------------------------
+LEVELS = ("debug", "info", "warning", "error", "crit")
+_SYSLOG_PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "crit": 2}
+
+
+class Log:
+    """Logging like ocf-shellfuncs' ocf_log: tagged with the resource instance,
+    written to stderr, and to HA_LOGFILE or syslog (HA_LOGFACILITY); debug only
+    with HA_debug=1."""
+
+    def __init__(self, agent: str, env: Mapping[str, str]) -> None:
+        instance = env.get("OCF_RESOURCE_INSTANCE", agent)
+        self.tag = env.get("HA_LOGTAG") or f"{agent}({instance})[{os.getpid()}]"
+        self.debug_on = env.get("HA_debug", "0") not in ("", "0")
+        self.logfile = env.get("HA_LOGFILE") or env.get("HA_DEBUGLOG") or ""
+        facility = env.get("HA_LOGFACILITY", "")
+        self.facility = "" if facility in ("", "none") else facility
+
+    def log(self, level: str, msg: str) -> None:
+        if level == "debug" and not self.debug_on:
+            return
+        line = f"{self.tag}: {level.upper()}: {msg}"
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+        if self.logfile:
+            try:
+                with open(self.logfile, "a") as f:
+                    f.write(f"{time.strftime('%b %d %H:%M:%S')} {line}\n")
+            except OSError:
+                pass
+        if self.facility:
+            import syslog
+            fac = getattr(syslog, "LOG_" + self.facility.upper(), syslog.LOG_DAEMON)
+            syslog.openlog(self.tag, 0, fac)
+            syslog.syslog(_SYSLOG_PRIORITY[level], f"{level.upper()}: {msg}")
+
+    def debug(self, msg: str) -> None:
+        self.log("debug", msg)
+
+    def info(self, msg: str) -> None:
+        self.log("info", msg)
+
+    def warning(self, msg: str) -> None:
+        self.log("warning", msg)
+
+    def error(self, msg: str) -> None:
+        self.log("error", msg)
+
+
+def exit_reason(reason: str) -> None:
+    """Tell Pacemaker why an action failed (shown in crm_mon's failures)."""
+    sys.stderr.write("ocf-exit-reason:" + reason.replace("\n", " ") + "\n")
+    sys.stderr.flush()
