@@ -13,12 +13,15 @@ import click
 
 from pha import __version__
 
-# pha subcommand -> "module:attribute" of a click command or group.
-SUBCOMMANDS: dict[str, str] = {
-    "install-agents": "pha.install:install_agents",
-    "lab": "pha.lab.cli:lab",
-    "get-active-slaves": "pha.discovery:get_active_slaves_cmd",
-    "check-active-slave": "pha.discovery:check_active_slave_cmd",
+# pha subcommand -> ("module:attribute" of a click command or group, one-line help).
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "install-agents": ("pha.install:install_agents",
+                       "Install the OCF agents under OCF_ROOT/resource.d/pha."),
+    "lab": ("pha.lab.cli:lab", "A namespace lab cluster on this machine."),
+    "get-active-slaves": ("pha.discovery:get_active_slaves_cmd",
+                          "Print the streaming standbys, as the primary sees them."),
+    "check-active-slave": ("pha.discovery:check_active_slave_cmd",
+                           "Print t when HOST is a standby in recovery, else f."),
 }
 
 # Original pha4pgsql command name -> pha subcommand. The commands themselves
@@ -63,14 +66,20 @@ def _not_yet(name: str, original: str) -> click.Command:
 
 
 class LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use."""
+    """A group whose subcommands are imported on first use (help needs none)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*SUBCOMMANDS, *CLS_COMMANDS.values()])
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, SUBCOMMANDS[name][1]) for name in SUBCOMMANDS]
+        rows += [(sub, f"{original} (not yet implemented)") for original, sub in CLS_COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(rows))
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in SUBCOMMANDS:
-            return _load(SUBCOMMANDS[name])
+            return _load(SUBCOMMANDS[name][0])
         for original, sub in CLS_COMMANDS.items():
             if name in (sub, original):
                 return _not_yet(sub, original)

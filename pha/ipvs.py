@@ -19,7 +19,7 @@ import ipaddress
 import os
 import re
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 PROTOCOLS: dict[str, int] = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": 132}
@@ -36,16 +36,22 @@ SET_REAL_SERVER = "set-real-server"
 DEL_REAL_SERVER = "del-real-server"
 
 
+GONE = (errno.ESRCH, errno.ENOENT)   # no such service / no such real server
+FIRST_COMMAND = {ADD_SERVICE: "add", SET_SERVICE: "set", DEL_SERVICE: "del",
+                 ADD_REAL_SERVER: "add", SET_REAL_SERVER: "set", DEL_REAL_SERVER: "del"}
+RETRY_COMMAND = {(ADD_SERVICE, errno.EEXIST): "set", (SET_SERVICE, errno.ESRCH): "add",
+                 (ADD_REAL_SERVER, errno.EEXIST): "set", (SET_REAL_SERVER, errno.ENOENT): "add"}
+
+
 class IPVSError(RuntimeError):
     """A netlink request to IPVS failed."""
 
 
 class IPVSUnavailable(IPVSError):
-    """The running kernel has no IPVS (the generic netlink family is missing)."""
+    """The running kernel has no IPVS (the generic netlink family "IPVS" is missing)."""
 
-    def __init__(self, detail: str = "") -> None:
-        message = "this kernel has no IPVS: load ip_vs"
-        super().__init__(f"{message} ({detail})" if detail else message)
+    def __init__(self) -> None:
+        super().__init__("this kernel has no IPVS: load ip_vs")
 
 
 def _address(value: str, what: str) -> str:
@@ -218,21 +224,18 @@ def real_server_from_nla(nla: Any) -> RealServer | None:
                       weight=nla.get("IPVS_DEST_ATTR_WEIGHT"), forwarding=forwarding)
 
 
-@dataclass
 class IPVSClient:
-    """A pyroute2 IPVS socket with idempotent apply and a count of netlink writes sent."""
+    """A pyroute2 IPVS socket with idempotent apply and a count of the netlink writes it sent."""
 
-    writes: int = 0
-    _socket: Any = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
+    def __init__(self) -> None:
         from pyroute2 import IPVS
         from pyroute2.netlink.exceptions import NetlinkError
+        self.writes = 0
         try:
             self._socket = IPVS()
         except NetlinkError as exc:
             if exc.code == errno.ENOENT:
-                raise IPVSUnavailable(str(exc)) from None
+                raise IPVSUnavailable() from None
             raise IPVSError(f"cannot open the IPVS netlink socket: {exc}") from None
 
     def close(self) -> None:
@@ -310,12 +313,17 @@ class IPVSClient:
         return tuple(rs for rs in found if rs is not None)
 
     # ---- writing
-    def _write(self, call: Any, *args: Any, **kwargs: Any) -> int:
-        """Send one write request; return 0 or the netlink error code."""
+    def _send(self, change: Change, command: str) -> int:
+        """Send one write ("add", "set" or "del") for `change`; return 0 or the netlink error code."""
         from pyroute2.netlink.exceptions import NetlinkError
+        full = command != "del"
         self.writes += 1
         try:
-            call(*args, **kwargs)
+            if change.real_server is None:
+                self._socket.service(command, service=self._service_record(change.service, full))
+            else:
+                self._socket.dest(command, service=self._service_record(change.service, full=False),
+                                  dest=self._dest_record(change.real_server, full))
         except NetlinkError as exc:
             return exc.code
         return 0
@@ -329,48 +337,23 @@ class IPVSClient:
         return IPVSError(f"{change} failed: {name} {os.strerror(code)}{hint}")
 
     def apply(self, changes: Iterable[Change]) -> int:
-        """Apply changes idempotently; return the number of netlink writes sent for them.
+        """Apply changes in order, idempotently; return the number of netlink writes sent.
 
-        An "add" of something that exists becomes a "set", a "set" of something missing
-        becomes an "add", and deleting something already gone succeeds.
+        An "add" of something that already exists is retried as a "set", a "set" of
+        something missing as an "add", and deleting something already gone counts as done;
+        any other error raises IPVSError naming the change.
         """
         before = self.writes
         for change in changes:
-            self._apply_one(change)
+            code = self._send(change, FIRST_COMMAND[change.kind])
+            if code == 0 or (change.kind in (DEL_SERVICE, DEL_REAL_SERVER) and code in GONE):
+                continue
+            retry = RETRY_COMMAND.get((change.kind, code))
+            if retry is not None:
+                code = self._send(change, retry)
+            if code:
+                raise self._failure(change, code)
         return self.writes - before
-
-    def _apply_one(self, change: Change) -> None:
-        svc = self._socket.service
-        dest = self._socket.dest
-        full_service = self._service_record(change.service)
-        if change.kind in (ADD_SERVICE, SET_SERVICE):
-            first, second = ("add", "set") if change.kind == ADD_SERVICE else ("set", "add")
-            fallback_on = errno.EEXIST if first == "add" else errno.ESRCH
-            code = self._write(svc, first, service=full_service)
-            if code == fallback_on:
-                code = self._write(svc, second, service=full_service)
-        elif change.kind == DEL_SERVICE:
-            code = self._write(svc, "del", service=self._service_record(change.service, full=False))
-            if code in (errno.ESRCH, errno.ENOENT):
-                code = 0
-        elif change.kind in (ADD_REAL_SERVER, SET_REAL_SERVER):
-            assert change.real_server is not None
-            record = self._dest_record(change.real_server)
-            first, second = ("add", "set") if change.kind == ADD_REAL_SERVER else ("set", "add")
-            fallback_on = errno.EEXIST if first == "add" else errno.ENOENT
-            code = self._write(dest, first, service=full_service, dest=record)
-            if code == fallback_on:
-                code = self._write(dest, second, service=full_service, dest=record)
-        elif change.kind == DEL_REAL_SERVER:
-            assert change.real_server is not None
-            code = self._write(dest, "del", service=full_service,
-                               dest=self._dest_record(change.real_server, full=False))
-            if code in (errno.ENOENT, errno.ESRCH):
-                code = 0
-        else:
-            raise ValueError(f"unknown change kind {change.kind!r}")
-        if code:
-            raise self._failure(change, code)
 
     def reconcile(self, desired: ServiceState) -> list[Change]:
         """Read the kernel's state of `desired.service`, apply the plan, return the changes made."""
@@ -383,3 +366,4 @@ class IPVSClient:
         changes = plan(None, self.read(service))
         self.apply(changes)
         return bool(changes)
+

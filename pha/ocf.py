@@ -40,6 +40,10 @@ CODE_NAMES = {
 }
 
 OCF_VERSION = "1.1"
+# Action names the OCF 1.0 DTD (resource-agents' ra-api-1.dtd) knows.
+OCF10_ACTIONS = frozenset({"start", "stop", "recover", "monitor", "restart", "migrate_to",
+                           "migrate_from", "promote", "demote", "notify", "status", "reload",
+                           "meta-data", "usage", "methods", "validate-all"})
 PARAM_TYPES = ("string", "integer", "boolean", "select")
 ROLES = ("Promoted", "Unpromoted")
 _TRUE = frozenset({"1", "true", "yes", "on", "y"})
@@ -69,6 +73,7 @@ class Param:
     shortdesc: str = ""
     longdesc: str = ""
     options: tuple[str, ...] = ()
+    unique: bool = False
     unique_group: Optional[str] = None
     reloadable: bool = False
     deprecated: bool = False
@@ -109,7 +114,8 @@ class Param:
 
 
 def _bad(name: str, raw: str, problem: str) -> OCFError:
-    return OCFError(ERR_CONFIGURED, f"parameter {name}={raw!r} {problem}")
+    # No quotes: Pacemaker 2.1 escapes them twice on their way to crm_mon.
+    return OCFError(ERR_CONFIGURED, f"parameter {name}={raw} {problem}")
 
 
 @dataclass(frozen=True)
@@ -167,10 +173,21 @@ class Agent:
         return func
 
     # --- meta-data -------------------------------------------------------------
+    @property
+    def ocf10_compatible(self) -> bool:
+        """Whether the declaration uses nothing OCF 1.1 added (select, reloadable,
+        unique-group, deprecated, reload-agent), so its meta-data also conforms
+        to the OCF 1.0 DTD that resource-agents' ocf-tester checks."""
+        return (all(a.name in OCF10_ACTIONS for a in self.actions)
+                and not any(p.type == "select" or p.reloadable or p.unique_group or p.deprecated
+                            for p in self.params))
+
     def metadata(self) -> str:
         """OCF 1.1 meta-data XML for this agent."""
+        doctype = ['<!DOCTYPE resource-agent SYSTEM "ra-api-1.dtd">'] if self.ocf10_compatible else []
         out = [
             '<?xml version="1.0"?>',
+            *doctype,
             f'<resource-agent name="{_x(self.name)}" version="{_x(self.version)}">',
             f"<version>{OCF_VERSION}</version>",
             f'<longdesc lang="en">{_x(self.longdesc)}</longdesc>',
@@ -239,7 +256,7 @@ def _x(text: str) -> str:
 
 
 def _param_xml(p: Param) -> list[str]:
-    attrs = f' name="{_x(p.name)}" required="{int(p.required)}"'
+    attrs = f' name="{_x(p.name)}" required="{int(p.required)}" unique="{int(p.unique)}"'
     if p.unique_group:
         attrs += f' unique-group="{_x(p.unique_group)}"'
     if p.reloadable:

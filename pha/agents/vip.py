@@ -33,7 +33,7 @@ AGENT = ocf.Agent(
               "as a faster IPaddr2: start adds the address and sends gratuitous ARP, "
               "monitor checks that the address is present and the link is up, stop removes it."),
     params=[
-        ocf.Param("ip", "string", required=True, unique_group="address", check=_address,
+        ocf.Param("ip", "string", required=True, unique=True, check=_address,
                   shortdesc="Virtual IP address",
                   longdesc="The IPv4 or IPv6 address to manage, e.g. 192.168.1.100."),
         ocf.Param("cidr_netmask", "integer",
@@ -49,11 +49,11 @@ AGENT = ocf.Agent(
                   check=lambda v: None if LABEL_RE.match(str(v)) else "must be 1-14 letters, digits, '_', '.' or '-'",
                   shortdesc="Address label suffix",
                   longdesc="IPv4 only: the address gets the label NIC:LABEL (15 characters at most)."),
-        ocf.Param("arp_count", "integer", default=5, reloadable=True,
+        ocf.Param("arp_count", "integer", default=5,
                   check=lambda v: None if 0 <= int(v) <= 100 else "must be 0-100",
                   shortdesc="Gratuitous ARPs to send on start",
                   longdesc="How many gratuitous ARP requests start sends (IPv4 only); 0 sends none."),
-        ocf.Param("arp_interval", "integer", default=200, reloadable=True,
+        ocf.Param("arp_interval", "integer", default=200,
                   check=lambda v: None if 10 <= int(v) <= 10000 else "must be 10-10000 ms",
                   shortdesc="Milliseconds between gratuitous ARPs",
                   longdesc="Interval between two gratuitous ARP requests, in milliseconds."),
@@ -62,7 +62,6 @@ AGENT = ocf.Agent(
         ocf.Action("start", timeout=20),
         ocf.Action("stop", timeout=20),
         ocf.Action("monitor", timeout=20, interval=10, depth=0),
-        ocf.Action("reload-agent", timeout=20),
         ocf.Action("meta-data", timeout=5),
         ocf.Action("validate-all", timeout=20),
     ],
@@ -81,7 +80,7 @@ class Target:
             raise ocf.OCFError(ocf.ERR_CONFIGURED,
                                f"parameter nic is not set and no route leads to ip={self.ip}")
         if net.get_link(str(nic)) is None:
-            raise ocf.OCFError(ocf.ERR_CONFIGURED, f"parameter nic={nic!r}: no such interface")
+            raise ocf.OCFError(ocf.ERR_CONFIGURED, f"parameter nic={nic}: no such interface")
         self.nic = str(nic)
         prefix = res.params["cidr_netmask"]
         if prefix is None:
@@ -93,7 +92,7 @@ class Target:
         self.label = f"{self.nic}:{res.params['label']}" if res.params["label"] else None
         if self.label and (self.version != 4 or len(self.label) >= IFNAMSIZ):
             raise ocf.OCFError(ocf.ERR_CONFIGURED,
-                               f"parameter label: {self.label!r} needs IPv4 and at most 15 characters")
+                               f"parameter label: {self.label} needs IPv4 and at most 15 characters")
 
 
 def target_of(res: ocf.Resource) -> Target:
@@ -161,9 +160,4 @@ def monitor(res: ocf.Resource) -> int:
     link = net.get_link(target.nic)
     if link is None or not (link.up and link.carrier):
         raise ocf.OCFError(ocf.ERR_GENERIC, f"{target.ip} is on {target.nic}, but its link is down")
-    return ocf.SUCCESS
-
-
-@AGENT.handler("reload-agent")
-def reload_agent(res: ocf.Resource) -> int:
     return ocf.SUCCESS

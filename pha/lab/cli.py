@@ -52,7 +52,14 @@ def up(ctx: click.Context, nodes: int, token_ms: int, pg_running: bool, no_pg: b
 @click.pass_context
 def down(ctx: click.Context, force: bool) -> None:
     """Stop everything in the lab and remove it."""
-    seconds = Lab(ctx.obj).down(force=force)
+    the_lab = Lab(ctx.obj)
+    if not the_lab.state_dir.exists() and not force:
+        from pha.lab import network
+        leftovers = network.existing_lab_netns()
+        click.echo(f"no lab under {the_lab.state_dir}"
+                   + (f"; leftover namespaces {', '.join(leftovers)}: use --force" if leftovers else ""))
+        return
+    seconds = the_lab.down(force=force)
     click.echo(f"lab down in {seconds:.1f}s")
 
 

@@ -151,7 +151,7 @@ def render_seed_cib(dc_deadtime: str = DC_DEADTIME) -> str:
         f'        <nvpair id="cib-bootstrap-options-{name}" name="{name}" value="{value}"/>\n'
         for name, value in options.items())
     return (
-        '<cib crm_feature_set="3.16.2" validate-with="pacemaker-3.9" '
+        '<cib validate-with="pacemaker-3.9" '
         'epoch="1" num_updates="0" admin_epoch="0">\n'
         "  <configuration>\n"
         "    <crm_config>\n"

@@ -156,6 +156,7 @@ def main(argv: list[str]) -> int:
         return 2
     with open(argv[1]) as f:
         spec = json.load(f)
+    os.environ.pop("PYTHONPATH", None)    # it only served to find pha.lab; keep it from the cluster stack
     # Signals first: PID 1 of a PID namespace only gets the signals it handles.
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)

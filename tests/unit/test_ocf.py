@@ -59,10 +59,10 @@ def test_params_typed_with_defaults() -> None:
 
 @pytest.mark.parametrize("env, culprit", [
     ({}, "required parameter(s) not set: ip"),
-    ({"OCF_RESKEY_port": "54x"}, "parameter port='54x' is not an integer"),
-    ({"OCF_RESKEY_port": "70000"}, "parameter port='70000' must be 1-65535"),
-    ({"OCF_RESKEY_flag": "maybe"}, "parameter flag='maybe' is not a boolean"),
-    ({"OCF_RESKEY_mode": "semi"}, "parameter mode='semi' must be one of async, sync"),
+    ({"OCF_RESKEY_port": "54x"}, "parameter port=54x is not an integer"),
+    ({"OCF_RESKEY_port": "70000"}, "parameter port=70000 must be 1-65535"),
+    ({"OCF_RESKEY_flag": "maybe"}, "parameter flag=maybe is not a boolean"),
+    ({"OCF_RESKEY_mode": "semi"}, "parameter mode=semi must be one of async, sync"),
 ])
 def test_bad_params_are_err_configured_with_reason(env, culprit, capsys) -> None:
     env = {"OCF_RESKEY_ip": "10.0.0.1", **env} if "required" not in culprit else env
@@ -156,6 +156,29 @@ def test_every_agent_metadata_validates(agent: str, schema: Path, tmp_path: Path
     out = subprocess.run(["xmllint", "--noout", "--relaxng", str(schema), str(doc)],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+def test_ocf10_compatible_agents_conform_to_resource_agents_schemas(agent: str) -> None:
+    """What ocf-tester (ra-api-1.dtd) and resource-agents' metadata.rng accept."""
+    module = importlib.import_module("pha.agents." + agent.replace("-", "_"))
+    if not module.AGENT.ocf10_compatible:
+        pytest.skip(f"{agent} uses OCF 1.1 features (select, deprecated, reloadable...)")
+    xml = module.AGENT.metadata()
+    dtd = subprocess.run(["xmllint", "--noout", "--valid", "-"], input=xml, text=True,
+                         capture_output=True, cwd="/usr/share/resource-agents")
+    assert dtd.returncode == 0, dtd.stderr
+    rng = subprocess.run(["xmllint", "--noout", "--relaxng",
+                          "/usr/share/resource-agents/metadata.rng", "-"],
+                         input=xml, text=True, capture_output=True, cwd="/usr/share/resource-agents")
+    assert rng.returncode == 0, rng.stderr
+
+
+def test_ocf10_compatibility_is_detected() -> None:
+    assert not sample_agent().ocf10_compatible
+    plain = ocf.Agent("p", "1", "s", "l", [ocf.Param("x", unique=True)], [ocf.Action("start")])
+    assert plain.ocf10_compatible
+    assert "<!DOCTYPE" in plain.metadata() and "<!DOCTYPE" not in sample_agent().metadata()
 
 
 def test_sample_metadata_validates(tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ def test_worker_passes_codes_and_exit_reasons(shim) -> None:
     bad = subprocess.run([str(path), "validate-all"], env={**env, "OCF_RESKEY_ip": "1.2.3.999"},
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 6
-    assert "ocf-exit-reason:parameter ip='1.2.3.999' is not an IPv4 or IPv6 address" in bad.stderr
+    assert "ocf-exit-reason:parameter ip=1.2.3.999 is not an IPv4 or IPv6 address" in bad.stderr
     gone = subprocess.run([str(path), "monitor"], env={**env, "OCF_RESKEY_ip": "127.9.9.9"},
                           capture_output=True, text=True, timeout=30)
     assert gone.returncode == 7
