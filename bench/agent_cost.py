@@ -7,7 +7,8 @@ address, in the same run: `meta-data` and `monitor`, N times each, for
   - ocf:pha:vip through the agent worker (how Pacemaker runs it),
   - ocf:pha:vip in-process (PHA_WORKER=0: what the worker saves).
 Reports the median wall and CPU time (the action's process and its
-children) and the ratios to IPaddr2, and writes bench/results/agent_cost.md.
+children, plus the worker's share: what it and the action it forked used)
+and the ratios to IPaddr2, and writes bench/results/agent_cost.md.
 
 usage: bench/agent_cost.py [--runs N] [--node node1]
 """
@@ -26,14 +27,26 @@ from pha.lab import Lab, LabError  # noqa: E402
 MEASURE = r"""
 import json, os, resource, statistics, subprocess, sys, time
 agents, runs, env = json.loads(sys.stdin.read())
+TICK = os.sysconf("SC_CLK_TCK")
+def worker_cpu():
+    # CPU seconds of the agent worker and its reaped children (the actions it forked)
+    total = 0.0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if int(pid) != os.getpid() and b"import serve" in open(f"/proc/{pid}/cmdline", "rb").read():
+                fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                total += sum(int(f) for f in fields[11:15]) / TICK
+        except OSError:
+            pass
+    return total
 def once(path, action, extra):
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before, wbefore = resource.getrusage(resource.RUSAGE_CHILDREN), worker_cpu()
     t0 = time.perf_counter()
     rc = subprocess.run([path, action], env={**os.environ, **env, **extra},
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
     wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    after, wafter = resource.getrusage(resource.RUSAGE_CHILDREN), worker_cpu()
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime) + (wafter - wbefore)
     return rc, wall, cpu
 result = {}
 for label, path, extra in agents:

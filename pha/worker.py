@@ -1,20 +1,21 @@
 """The agent worker: a per-node process with pha's heavy imports already done.
 
 The ocf/ shims hand it actions over a unix socket (see pha.shim). For each
-request it forks a supervisor, which receives the caller's stdin/stdout/stderr
-and forks the action itself, so the action writes straight into Pacemaker's
-pipes and the forked child starts with pyroute2 and psycopg already loaded.
-If the caller goes away (Pacemaker killed it on a timeout), the supervisor
-kills the action.
+request the worker receives the caller's stdin/stdout/stderr and forks once:
+the child runs the action with pyroute2 and psycopg already loaded, writing
+straight into Pacemaker's pipes. The worker reports the child's exit code to
+the caller. If the caller goes away first (Pacemaker killed it on a timeout),
+the worker kills the action.
 
 The worker exits when it has been idle for a while, and as soon as pha's code
 on disk changes, so an upgrade never runs old code.
 """
 from __future__ import annotations
 
+import ast
 import fcntl
+import gc
 import importlib
-import json
 import os
 import select
 import signal
@@ -23,6 +24,10 @@ import struct
 import sys
 import time
 import traceback
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
 
 PRELOAD = ("pyroute2", "psycopg")
 IDLE_SECONDS = 600
@@ -54,6 +59,7 @@ def serve(path: str, idle_seconds: int = IDLE_SECONDS) -> None:
         return  # another worker owns this socket
     fingerprint = code_fingerprint()
     _preload()
+    gc.freeze()  # forked children then leave the preloaded objects' pages shared
     if os.path.exists(path):
         os.unlink(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -61,41 +67,111 @@ def serve(path: str, idle_seconds: int = IDLE_SECONDS) -> None:
     os.chmod(path, 0o600)
     listener.listen(64)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    children: set[int] = set()
-    last_used = time.monotonic()
-    try:
-        while True:
-            _reap(children)
-            ready, _, _ = select.select([listener], [], [], 5.0)
-            if not ready:
-                if not children and time.monotonic() - last_used > idle_seconds:
-                    return
-                continue
-            conn, _ = listener.accept()
-            last_used = time.monotonic()
-            if code_fingerprint() != fingerprint:
-                # Step aside first, then hang up: the shim falls back to
-                # in-process and spawns a fresh worker, which must get the lock.
-                _release(listener, path, lock)
-                conn.close()
-                return
-            pid = os.fork()
-            if pid == 0:
-                listener.close()
-                os._exit(_supervise(conn))
-            conn.close()
-            children.add(pid)
-    finally:
-        _release(listener, path, lock)
+    Loop(listener, fingerprint, idle_seconds, lambda: _release(listener, path, lock)).run()
 
 
 def _release(listener: socket.socket, path: str, lock: int) -> None:
+    """Stop listening and free the socket path and the lock for a successor."""
     if listener.fileno() < 0:
         return
     listener.close()
     if os.path.exists(path):
         os.unlink(path)
     os.close(lock)
+
+
+class Loop:
+    """Accepts requests, forks their actions, reports exit codes."""
+
+    def __init__(self, listener: socket.socket, fingerprint: int, idle_seconds: int,
+                 release: "Callable[[], None]") -> None:
+        self.listener = listener
+        self.release = release
+        self.fingerprint = fingerprint
+        self.idle_seconds = idle_seconds
+        self.poller = select.poll()
+        self.poller.register(listener, select.POLLIN)
+        self.by_pidfd: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, caller)
+        self.by_conn: dict[int, int] = {}                          # caller fd -> pidfd
+        self.last_used = time.monotonic()
+
+    def run(self) -> None:
+        """Serve until idle or stale; actions under way always finish first."""
+        try:
+            while self.listener.fileno() >= 0 or self.by_pidfd:
+                events = self.poller.poll(5000)
+                if not events and not self.by_pidfd:
+                    if time.monotonic() - self.last_used > self.idle_seconds:
+                        return
+                for fd, _ in events:
+                    if fd in self.by_pidfd:
+                        self.finished(fd)
+                    elif fd in self.by_conn:
+                        self.abandoned(fd)
+                    elif self.listener.fileno() == fd:
+                        self.accept()
+        finally:
+            self.release()
+
+    def accept(self) -> None:
+        """Start one request, or step aside when pha's code changed."""
+        conn, _ = self.listener.accept()
+        self.last_used = time.monotonic()
+        if code_fingerprint() != self.fingerprint:
+            # Free the socket and the lock first, then say so: the shim runs
+            # the action in-process and spawns a fresh worker, which gets them.
+            self.poller.unregister(self.listener)
+            self.release()
+            try:
+                conn.sendall(b"stale\n")
+            finally:
+                conn.close()
+            return
+        try:
+            if _peer_uid(conn) != os.getuid():
+                raise PermissionError("caller is not the worker's user")
+            conn.settimeout(5)
+            request, fds = _receive(conn)
+        except (OSError, ValueError, SyntaxError):
+            conn.close()
+            return
+        pid = os.fork()
+        if pid == 0:
+            self.listener.close()
+            conn.close()
+            _run_action(request, fds)
+        for fd in fds:
+            os.close(fd)
+        pidfd = os.pidfd_open(pid)
+        self.by_pidfd[pidfd] = (pid, conn)
+        self.by_conn[conn.fileno()] = pidfd
+        self.poller.register(pidfd, select.POLLIN)
+        self.poller.register(conn, select.POLLIN | select.POLLHUP)
+
+    def finished(self, pidfd: int) -> None:
+        pid, conn = self._forget(pidfd)
+        _, status = os.waitpid(pid, 0)
+        rc = os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1
+        try:
+            conn.sendall(b"%d\n" % rc)
+        except OSError:
+            pass
+        conn.close()
+
+    def abandoned(self, conn_fd: int) -> None:
+        """The caller hung up before its action ended: end the action too."""
+        pid, conn = self._forget(self.by_conn[conn_fd])
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        conn.close()
+
+    def _forget(self, pidfd: int) -> tuple[int, socket.socket]:
+        pid, conn = self.by_pidfd.pop(pidfd)
+        del self.by_conn[conn.fileno()]
+        self.poller.unregister(pidfd)
+        self.poller.unregister(conn)
+        os.close(pidfd)
+        return pid, conn
 
 
 def _preload() -> None:
@@ -111,70 +187,36 @@ def _preload() -> None:
                 pass  # the request for it fails alone, with the traceback in its stderr
 
 
-def _reap(children: set[int]) -> None:
-    for pid in list(children):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
-            children.discard(pid)
-
-
 def _peer_uid(conn: socket.socket) -> int:
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return struct.unpack("3i", creds)[1]
 
 
-def _supervise(conn: socket.socket) -> int:
-    """Receive one request, run it in a child, report its exit code."""
+def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
+    """One request: a Python literal line (see pha.shim) and three descriptors."""
+    data, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 3)
+    fds = list(fds)
     try:
-        if _peer_uid(conn) != os.getuid():
-            return 1
-        request, fds = _receive(conn)
-        if len(fds) != 3:
-            return 1
-        pid = os.fork()
-        if pid == 0:
-            conn.close()
-            _run_action(request, fds)
+        while not data.endswith(b"\n"):
+            chunk = conn.recv(MAX_REQUEST)
+            if not chunk or len(data) > MAX_REQUEST:
+                raise ValueError("truncated request")
+            data += chunk
+        request = ast.literal_eval(data.decode())
+        if len(fds) != 3 or not isinstance(request, dict):
+            raise ValueError("malformed request")
+    except BaseException:
         for fd in fds:
             os.close(fd)
-        rc = _wait_or_abandon(pid, conn)
-        if rc is not None:
-            conn.sendall(json.dumps({"rc": rc}).encode() + b"\n")
-        return 0
-    except Exception:
-        return 1
-
-
-def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
-    data, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 3)
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(MAX_REQUEST)
-        if not chunk or len(data) > MAX_REQUEST:
-            raise ValueError("truncated request")
-        data += chunk
-    return json.loads(data), list(fds)
-
-
-def _wait_or_abandon(pid: int, conn: socket.socket) -> "int | None":
-    """The child's exit code, or None after killing it because the caller left."""
-    pidfd = os.pidfd_open(pid)
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
-    poller.register(conn, select.POLLIN | select.POLLHUP)
-    while True:
-        for fd, _ in poller.poll():
-            if fd == pidfd:
-                _, status = os.waitpid(pid, 0)
-                return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return None
+        raise
+    return request, fds
 
 
 def _run_action(request: dict, fds: list[int]) -> None:
     """In the forked child: become the caller's process and run the action."""
     rc = 1
     try:
+        gc.disable()  # a short-lived child: collection would only unshare pages
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)

@@ -108,24 +108,51 @@ def test_stale_worker_steps_aside(shim) -> None:
         os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
-def test_action_is_killed_when_its_caller_leaves() -> None:
-    caller, supervisor = socket.socketpair()
-    pid = os.fork()
-    if pid == 0:
-        caller.close()
-        time.sleep(30)
-        os._exit(0)
-    caller.close()
-    started = time.monotonic()
-    assert worker._wait_or_abandon(pid, supervisor) is None
-    assert time.monotonic() - started < 5
-    with pytest.raises(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+@pytest.fixture()
+def fake_worker(tmp_path: Path, monkeypatch):
+    """A worker (forked from pytest) whose action is `action(marker)`; yields a caller factory."""
+    path, marker = tmp_path / "w.sock", tmp_path / "action.pid"
+    servers = []
+
+    def start(action) -> callable:
+        def run_action(request: dict, fds: list[int]) -> None:
+            marker.write_text(str(os.getpid()))
+            action()
+        monkeypatch.setattr(worker, "_run_action", run_action)
+        monkeypatch.setattr(worker, "_preload", lambda: None)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                worker.serve(str(path), idle_seconds=60)
+            finally:
+                os._exit(0)
+        servers.append(pid)
+        wait_for(path)
+        code = ("import os, sys; sys.path[:0] = %r; os.environ['PHA_WORKER_SOCKET'] = %r; "
+                "from pha import shim; print(shim.call_worker('vip', ['monitor']))" % (sys.path, str(path)))
+        return lambda: subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+
+    yield start, marker
+    for pid in servers:
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
 
 
-def test_action_exit_code_is_reported() -> None:
-    caller, supervisor = socket.socketpair()
-    pid = os.fork()
-    if pid == 0:
-        os._exit(7)
-    assert worker._wait_or_abandon(pid, supervisor) == 7
+def test_action_is_killed_when_its_caller_leaves(fake_worker) -> None:
+    start, marker = fake_worker
+    caller = start(lambda: (time.sleep(60), os._exit(0)))()
+    wait_for(marker)
+    action = int(marker.read_text())
+    caller.kill()
+    caller.wait()
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{action}").exists():
+        assert time.monotonic() < deadline, "the action outlived its caller"
+        time.sleep(0.05)
+
+
+def test_action_exit_code_is_reported(fake_worker) -> None:
+    start, _ = fake_worker
+    caller = start(lambda: os._exit(7))()
+    out, _ = caller.communicate(timeout=30)
+    assert out.strip() == "7"
