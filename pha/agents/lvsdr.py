@@ -281,8 +281,8 @@ def _check_persistence(value: ocf.Value) -> Optional[str]:
 def _check_size(value: ocf.Value) -> Optional[str]:
     try:
         parse_size(str(value))
-    except ValueError as exc:
-        return str(exc)
+    except ValueError:
+        return "is not a size (e.g. 16MB, 512kB, 1048576)"
     return None
 
 
@@ -453,7 +453,8 @@ def build_config(res: ocf.Resource) -> Config:
 
 
 def _bad(name: str, value: object, problem: str) -> ocf.OCFError:
-    return ocf.OCFError(ocf.ERR_CONFIGURED, f"parameter {name}={str(value)!r} {problem}")
+    """Like the runtime's own errors: no quotes (Pacemaker 2.1 escapes them twice)."""
+    return ocf.OCFError(ocf.ERR_CONFIGURED, f"parameter {name}={value} {problem}")
 
 
 def config_of(res: ocf.Resource) -> Config:

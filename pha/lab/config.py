@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 
 SUBNET = "10.78.0.0/24"
 PREFIXLEN = 24
@@ -232,30 +230,3 @@ def set_primary_conninfo(auto_conf: str, conninfo: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-@dataclass
-class PacemakerView:
-    """What one node's crm_mon reports about the cluster."""
-
-    online: list[str] = field(default_factory=list)
-    offline: list[str] = field(default_factory=list)
-    dc: str | None = None
-    quorum: bool = False
-
-    def to_dict(self) -> dict:
-        return {"online": self.online, "offline": self.offline, "dc": self.dc, "quorum": self.quorum}
-
-
-def parse_crm_mon(xml_text: str) -> PacemakerView:
-    """Parse `crm_mon --output-as=xml` into the nodes' online state, DC and quorum."""
-    try:
-        root = ET.fromstring(xml_text)
-    except ET.ParseError as exc:
-        raise LabConfigError(f"crm_mon output is not XML: {exc}") from None
-    view = PacemakerView()
-    dc = root.find("./summary/current_dc")
-    if dc is not None and dc.get("present") == "true":
-        view.dc = dc.get("name")
-        view.quorum = dc.get("with_quorum") == "true"
-    for node in root.findall("./nodes/node"):
-        (view.online if node.get("online") == "true" else view.offline).append(node.get("name", ""))
-    return view

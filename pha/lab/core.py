@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from pha.lab import config
-from pha.lab.config import LabConfigError, PacemakerView
+from pha import crm
+from pha.lab.config import LabConfigError
 
 STATE_FORMAT = 1
 INFO_FILE = "lab.json"
@@ -419,10 +420,13 @@ class Lab:
         return proc
 
     # ---- cluster view ----------------------------------------------------------------------
-    def view(self, observer: str, timeout: float = 15) -> PacemakerView:
+    def view(self, observer: str, timeout: float = 15) -> crm.ClusterStatus:
         """What `observer`'s pacemaker sees (crm_mon XML)."""
         out = self.exec(observer, ["crm_mon", "--output-as=xml"], timeout=timeout).stdout
-        return config.parse_crm_mon(out)
+        try:
+            return crm.parse_crm_mon(out)
+        except ValueError as exc:
+            raise LabConfigError(str(exc)) from None
 
     def _observer(self, observer: str | None) -> str:
         if observer is None or (observer == "node2" and observer not in self.nodes):
@@ -430,7 +434,7 @@ class Lab:
         self._check_node(observer)
         return observer
 
-    def _wait_view(self, want: Callable[[PacemakerView], bool], what: str, timeout: float,
+    def _wait_view(self, want: Callable[[crm.ClusterStatus], bool], what: str, timeout: float,
                    observer: str) -> float:
         t0 = time.monotonic()
         last: object = None
@@ -451,7 +455,7 @@ class Lab:
         wanted = list(nodes) if nodes is not None else self.nodes
         for node in wanted:
             self._check_node(node)
-        return self._wait_view(lambda v: v.dc is not None and set(wanted) <= set(v.online),
+        return self._wait_view(lambda v: v.summary.dc is not None and set(wanted) <= set(v.online_nodes()),
                                f"{', '.join(wanted)} online", timeout, self._observer(observer))
 
     def wait_offline(self, nodes: Iterable[str], timeout: float = 60,
@@ -460,7 +464,7 @@ class Lab:
         gone = list(nodes)
         for node in gone:
             self._check_node(node)
-        return self._wait_view(lambda v: not set(gone) & set(v.online),
+        return self._wait_view(lambda v: not set(gone) & set(v.online_nodes()),
                                f"{', '.join(gone)} offline", timeout, self._observer(observer))
 
     # ---- network faults ----------------------------------------------------------------------
@@ -488,7 +492,9 @@ class Lab:
                      "running": running, "connected": network.port_is_up(node)}
             if running:
                 try:
-                    entry["pacemaker"] = self.view(node, timeout=10).to_dict()
+                    view = self.view(node, timeout=10)
+                    entry["pacemaker"] = {"online": view.online_nodes(), "dc": view.summary.dc,
+                                          "quorum": view.summary.quorum}
                 except (LabCommandError, LabConfigError, subprocess.TimeoutExpired) as exc:
                     entry["pacemaker"] = {"error": str(exc)}
             return entry

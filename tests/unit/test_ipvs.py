@@ -260,111 +260,191 @@ def test_local_forwarding_is_not_modelled() -> None:
     assert ipvs.real_server_from_nla(raw) is None
 
 
-# ---- apply: retries and errors, against a fake socket that answers like the kernel
+# ---- write messages: decoded by pyroute2's own parser
 
 
-class FakeKernelSocket:
-    """Answers IPVS requests like the kernel does (error codes), and records them."""
+def decode(data: bytes) -> list:
+    """Split a batch of netlink messages and decode each with pyroute2's ipvsmsg."""
+    from pyroute2.netlink.generic.ipvs import ipvsmsg
+    messages, offset = [], 0
+    while offset < len(data):
+        length = int.from_bytes(data[offset:offset + 4], "little")
+        message = ipvsmsg(data[offset:offset + length])
+        message.decode()
+        messages.append(message)
+        offset += (length + 3) & ~3
+    return messages
 
-    def __init__(self, services: set | None = None, dests: set | None = None) -> None:
-        from pyroute2.netlink.exceptions import NetlinkError
-        self.error = NetlinkError
-        self.services = services or set()
-        self.dests = dests or set()
+
+def test_full_service_record_carries_every_field() -> None:
+    tuned = VirtualService("10.0.0.100", 5432, "tcp", "wrr", 300)
+    message, = decode(ipvs.encode_write(33, 7, Change(SET_SERVICE, tuned), "set"))
+    assert (message["header"]["type"], message["header"]["sequence_number"], message["cmd"]) == (33, 7, 2)
+    assert message["header"]["flags"] & 0x5 == 0x5            # request + ack
+    svc = message.get("IPVS_CMD_ATTR_SERVICE")
+    assert (svc.get("IPVS_SVC_ATTR_AF"), svc.get("IPVS_SVC_ATTR_PROTOCOL"), svc.get("IPVS_SVC_ATTR_ADDR"),
+            svc.get("IPVS_SVC_ATTR_PORT")) == (2, 6, "10.0.0.100", 5432)
+    assert svc.get("IPVS_SVC_ATTR_SCHED_NAME") == "wrr" and svc.get("IPVS_SVC_ATTR_TIMEOUT") == 300
+    assert svc.get("IPVS_SVC_ATTR_FLAGS") == {"flags": ipvs.PERSISTENT_FLAG, "mask": 0xFFFFFFFF}
+    assert svc.get("IPVS_SVC_ATTR_NETMASK") == "255.255.255.255"
+    assert ipvs.service_from_nla(svc) == tuned
+
+
+def test_dest_record_carries_every_field_and_the_service_key() -> None:
+    message, = decode(ipvs.encode_write(33, 8, Change(SET_REAL_SERVER, VS, rs(2, 0, "nat")), "set"))
+    assert message["cmd"] == 6
+    dest = message.get("IPVS_CMD_ATTR_DEST")
+    assert ipvs.real_server_from_nla(dest) == rs(2, 0, "nat")
+    assert (dest.get("IPVS_DEST_ATTR_U_THRESH"), dest.get("IPVS_DEST_ATTR_L_THRESH"),
+            dest.get("IPVS_DEST_ATTR_ADDR_FAMILY")) == (0, 0, 2)
+    key = message.get("IPVS_CMD_ATTR_SERVICE")
+    assert (key.get("IPVS_SVC_ATTR_ADDR"), key.get("IPVS_SVC_ATTR_PORT")) == ("10.0.0.100", 5432)
+    assert key.get("IPVS_SVC_ATTR_SCHED_NAME") is None       # a key only
+
+
+def test_delete_and_ipv6_messages() -> None:
+    v6 = VirtualService("2001:db8::100", 5432, "udp", "rr")
+    deleted, added = decode(ipvs.encode_write(1, 1, Change(DEL_REAL_SERVER, VS, rs(3)), "del")
+                            + ipvs.encode_write(1, 2, Change(ADD_SERVICE, v6), "add"))
+    assert deleted["cmd"] == 7 and deleted.get("IPVS_CMD_ATTR_DEST").get("IPVS_DEST_ATTR_WEIGHT") is None
+    svc = added.get("IPVS_CMD_ATTR_SERVICE")
+    assert added["cmd"] == 1 and (svc.get("IPVS_SVC_ATTR_AF"), svc.get("IPVS_SVC_ATTR_ADDR")) == (10, "2001:db8::100")
+
+
+def ack(seq: int, code: int) -> bytes:
+    return ipvs.NLMSG_HEADER.pack(36, ipvs.NLMSG_ERROR, 0, seq, 1) + (-code).to_bytes(4, "little", signed=True) \
+        + ipvs.NLMSG_HEADER.pack(16, 33, 5, seq, 0)
+
+
+def test_parse_acks() -> None:
+    assert list(ipvs.parse_acks(ack(1, 0) + ack(2, errno.EEXIST) + ack(3, errno.ESRCH))) == \
+        [(1, 0), (2, errno.EEXIST), (3, errno.ESRCH)]
+    assert list(ipvs.parse_acks(b"")) == [] and list(ipvs.parse_acks(b"\0" * 20)) == []
+
+
+# ---- apply: retries and errors, against a fake kernel that answers like IPVS
+
+
+class FakeKernel:
+    """Stands in for the netlink socket: decodes each request, answers with the kernel's codes."""
+
+    def __init__(self) -> None:
+        self.services: set = set()
+        self.dests: set = set()
         self.calls: list[tuple[str, str]] = []
+        self.answers = b""
+        self.sends = 0
 
-    def service(self, command: str, service) -> list:
-        key = (service["addr"], service["port"])
-        self.calls.append(("service", command))
-        if service.get("sched_name") not in (None, "rr", "wrr", "wlc") and command in ("add", "set"):
-            raise self.error(errno.ENOENT)
-        if command == "add":
-            if key in self.services:
-                raise self.error(errno.EEXIST)
-            self.services.add(key)
-        elif command in ("set", "del"):
-            if key not in self.services:
-                raise self.error(errno.ESRCH)
-            if command == "del":
-                self.services.discard(key)
-        return []
+    def send(self, data: bytes) -> None:
+        self.sends += 1
+        for message in decode(data):
+            self.answers += ack(message["header"]["sequence_number"], self.handle(message))
 
-    def dest(self, command: str, service, dest) -> list:
-        self.calls.append(("dest", command))
-        if (service["addr"], service["port"]) not in self.services:
-            raise self.error(errno.ESRCH)
-        key = (dest["addr"], dest["port"])
+    def recv(self, size: int) -> bytes:
+        data, self.answers = self.answers, b""
+        return data
+
+    def handle(self, message) -> int:
+        kind, command = {1: ("service", "add"), 2: ("service", "set"), 3: ("service", "del"),
+                         5: ("dest", "add"), 6: ("dest", "set"), 7: ("dest", "del")}[message["cmd"]]
+        self.calls.append((kind, command))
+        svc = message.get("IPVS_CMD_ATTR_SERVICE")
+        service = (svc.get("IPVS_SVC_ATTR_ADDR"), svc.get("IPVS_SVC_ATTR_PORT"))
+        if kind == "service":
+            if command != "del" and svc.get("IPVS_SVC_ATTR_SCHED_NAME") not in ("rr", "wrr", "wlc"):
+                return errno.ENOENT
+            if command == "add":
+                if service in self.services:
+                    return errno.EEXIST
+                self.services.add(service)
+            elif service not in self.services:
+                return errno.ESRCH
+            elif command == "del":
+                self.services.discard(service)
+            return 0
+        if service not in self.services:
+            return errno.ESRCH
+        dest = message.get("IPVS_CMD_ATTR_DEST")
+        key = (dest.get("IPVS_DEST_ATTR_ADDR"), dest.get("IPVS_DEST_ATTR_PORT"))
         if command == "add":
             if key in self.dests:
-                raise self.error(errno.EEXIST)
+                return errno.EEXIST
             self.dests.add(key)
         elif key not in self.dests:
-            raise self.error(errno.ENOENT)
+            return errno.ENOENT
         elif command == "del":
             self.dests.discard(key)
-        return []
+        return 0
 
 
-def client_with(fake: FakeKernelSocket) -> ipvs.IPVSClient:
+def client_with(fake: FakeKernel) -> ipvs.IPVSClient:
     client = ipvs.IPVSClient.__new__(ipvs.IPVSClient)
-    client.writes = 0
-    client._socket = fake
+    client.writes, client._seq, client._family, client._raw = 0, 0, 33, fake
     return client
 
 
-def test_apply_counts_one_write_per_change() -> None:
-    fake = FakeKernelSocket()
+def test_apply_counts_one_write_per_change_in_one_socket_write() -> None:
+    fake = FakeKernel()
     client = client_with(fake)
     assert client.apply(plan(state(rs(2), rs(3)), None)) == 3
-    assert fake.services == {("10.0.0.100", 5432)} and len(fake.dests) == 2
-    assert client.apply([]) == 0 and client.writes == 3
+    assert fake.services == {("10.0.0.100", 5432)} and len(fake.dests) == 2 and fake.sends == 1
+    assert client.apply([]) == 0 and client.writes == 3 and fake.sends == 1
+
+
+def test_large_plans_go_out_in_batches() -> None:
+    fake = FakeKernel()
+    client = client_with(fake)
+    many = state(*(RealServer(f"10.1.{i // 250}.{i % 250 + 1}", 5432) for i in range(600)))
+    assert client.apply(plan(many, None)) == 601
+    assert len(fake.dests) == 600 and fake.sends == 3
 
 
 def test_apply_is_idempotent_when_replayed() -> None:
-    fake = FakeKernelSocket()
+    fake = FakeKernel()
     client = client_with(fake)
     changes = plan(state(rs(2), rs(3)), None) + [Change(DEL_REAL_SERVER, VS, rs(3))]
     client.apply(changes)
-    writes = client.apply(changes)        # add -> EEXIST -> set; del of a gone server is fine
-    assert writes == 6
+    writes = client.apply(changes)        # add -> EEXIST -> set; 10.0.0.3 is added and deleted again
+    assert writes == 4 + 2
     assert fake.dests == {("10.0.0.2", 5432)}
-    assert ("service", "set") in fake.calls and ("dest", "set") in fake.calls
+    assert fake.calls[-2:] == [("service", "set"), ("dest", "set")]
 
 
 def test_set_of_a_missing_server_or_service_becomes_add() -> None:
-    fake = FakeKernelSocket()
+    fake = FakeKernel()
     client = client_with(fake)
     client.apply([Change(SET_SERVICE, VS), Change(SET_REAL_SERVER, VS, rs(2))])
-    assert fake.calls == [("service", "set"), ("service", "add"), ("dest", "set"), ("dest", "add")]
+    # batch: both fail (no service); then the service is added, the dest's set retried, then added
+    assert fake.calls == [("service", "set"), ("dest", "set"), ("service", "add"), ("dest", "set"), ("dest", "add")]
     assert fake.dests == {("10.0.0.2", 5432)}
 
 
 def test_delete_of_missing_service_is_done() -> None:
-    client = client_with(FakeKernelSocket())
+    client = client_with(FakeKernel())
     assert client.apply([Change(DEL_SERVICE, VS)]) == 1
 
 
 def test_unknown_scheduler_error_names_the_change() -> None:
-    client = client_with(FakeKernelSocket())
+    client = client_with(FakeKernel())
     bad = VirtualService("10.0.0.100", 5432, scheduler="nosuch")
     with pytest.raises(ipvs.IPVSError, match="add-service TCP 10.0.0.100:5432 failed: ENOENT.*'nosuch'"):
         client.apply([Change(ADD_SERVICE, bad)])
 
 
 def test_real_server_for_missing_service_raises() -> None:
-    client = client_with(FakeKernelSocket())
+    client = client_with(FakeKernel())
     with pytest.raises(ipvs.IPVSError, match="add-real-server .* failed: ESRCH"):
         client.apply([Change(ADD_REAL_SERVER, VS, rs(2))])
 
 
-def test_set_records_carry_every_field() -> None:
-    """pyroute2's "set" sends a whole record: nothing may be left to its defaults."""
-    service = ipvs.IPVSClient._service_record(VirtualService("10.0.0.100", 5432, scheduler="rr",
-                                                             persistent_timeout=300))
-    assert service["sched_name"] == "rr" and service["timeout"] == 300
-    assert service["flags"] == {"flags": ipvs.PERSISTENT_FLAG, "mask": 0xFFFFFFFF}
-    dest = ipvs.IPVSClient._dest_record(rs(2, 0, "nat"))
-    assert (dest["fwd_method"], dest["weight"], dest["u_thresh"], dest["l_thresh"]) == (0, 0, 0, 0)
+def test_missing_acks_time_out_with_a_clear_error() -> None:
+    class Silent(FakeKernel):
+        def recv(self, size: int) -> bytes:
+            import socket
+            raise socket.timeout()
+    client = client_with(Silent())
+    with pytest.raises(ipvs.IPVSError, match="no answer from IPVS"):
+        client.apply([Change(ADD_SERVICE, VS)])
 
 
 def test_unavailable_message() -> None:

@@ -11,36 +11,7 @@ from pha.lab.config import LabConfigError
 pytestmark = pytest.mark.unit
 
 # Captured from the real lab (`pha lab exec node2 crm_mon --output-as=xml`), node1 cut.
-CRM_MON_NODE1_CUT = """<pacemaker-result api-version="2.25" request="crm_mon --output-as=xml">
-  <pacemakerd sys_from="pacemakerd" state="running" last_updated="2026-11-21 06:11:02Z"/>
-  <summary>
-    <stack type="corosync"/>
-    <current_dc present="true" version="2.1.5-a3f44794f94" name="node2" id="2" with_quorum="true" mixed_version="false"/>
-    <last_update time="Sat Nov 21 06:11:02 2026"/>
-    <last_change time="Sat Nov 21 06:10:52 2026" user="hacluster" client="crmd" origin="node2"/>
-    <nodes_configured number="3"/>
-    <resources_configured number="0" disabled="0" blocked="0"/>
-    <cluster_options stonith-enabled="false" symmetric-cluster="true" no-quorum-policy="stop" maintenance-mode="false" stop-all-resources="false" stonith-timeout-ms="60000" priority-fencing-delay-ms="0"/>
-  </summary>
-  <nodes>
-    <node name="node1" id="1" online="false" standby="false" standby_onfail="false" maintenance="false" pending="false" unclean="false" health="green" shutdown="false" expected_up="true" is_dc="false" resources_running="0" type="member"/>
-    <node name="node2" id="2" online="true" standby="false" standby_onfail="false" maintenance="false" pending="false" unclean="false" health="green" feature_set="3.16.1" shutdown="false" expected_up="true" is_dc="true" resources_running="0" type="member"/>
-    <node name="node3" id="3" online="true" standby="false" standby_onfail="false" maintenance="false" pending="false" unclean="false" health="green" feature_set="3.16.1" shutdown="false" expected_up="true" is_dc="false" resources_running="0" type="member"/>
-  </nodes>
-  <node_history/>
-  <status code="0" message="OK"/>
-</pacemaker-result>
-"""
-
 # A node whose pacemaker has not found a DC yet (shape of crm_mon during start-up).
-CRM_MON_NO_DC = """<pacemaker-result api-version="2.25" request="crm_mon --output-as=xml">
-  <summary><stack type="unknown"/><current_dc present="false"/></summary>
-  <nodes/>
-  <status code="0" message="OK"/>
-</pacemaker-result>
-"""
-
-
 def test_addresses_and_names():
     assert config.node_names(3) == ["node1", "node2", "node3"]
     assert [config.node_ip(n) for n in config.node_names(3)] == ["10.78.0.11", "10.78.0.12", "10.78.0.13"]
@@ -126,11 +97,3 @@ def test_primary_conninfo_rewrite():
     assert replaced.count("primary_conninfo") == 1 and f"primary_conninfo = '{conninfo}'" in replaced
 
 
-def test_parse_crm_mon():
-    view = config.parse_crm_mon(CRM_MON_NODE1_CUT)
-    assert (view.online, view.offline, view.dc, view.quorum) == (["node2", "node3"], ["node1"], "node2", True)
-    assert view.to_dict() == {"online": ["node2", "node3"], "offline": ["node1"], "dc": "node2", "quorum": True}
-    pending = config.parse_crm_mon(CRM_MON_NO_DC)
-    assert (pending.online, pending.dc, pending.quorum) == ([], None, False)
-    with pytest.raises(LabConfigError, match="not XML"):
-        config.parse_crm_mon("Error: not connected")

@@ -215,21 +215,21 @@ def test_failed_server_is_deleted_or_inhibited() -> None:
 
 
 @pytest.mark.parametrize("params, reason", [
-    ({"vip": "10.78.0.200", "scheduler": "fastest"}, "parameter scheduler='fastest' must be one of rr, wrr"),
-    ({"vip": "10.78.0.200", "port": "0"}, "parameter port='0' must be 1-65535"),
-    ({"vip": "10.78.0.200", "port": "65536"}, "parameter port='65536' must be 1-65535"),
-    ({"vip": "10.78.0.200", "port": "pg"}, "parameter port='pg' is not an integer"),
-    ({"vip": "10.78.0"}, "parameter vip='10.78.0' is not an IPv4 address"),
-    ({"vip": "reader.example"}, "parameter vip='reader.example' is not an IPv4 address"),
-    ({"vip": "0.0.0.0"}, "parameter vip='0.0.0.0' is not a unicast host address"),
+    ({"vip": "10.78.0.200", "scheduler": "fastest"}, "parameter scheduler=fastest must be one of rr, wrr"),
+    ({"vip": "10.78.0.200", "port": "0"}, "parameter port=0 must be 1-65535"),
+    ({"vip": "10.78.0.200", "port": "65536"}, "parameter port=65536 must be 1-65535"),
+    ({"vip": "10.78.0.200", "port": "pg"}, "parameter port=pg is not an integer"),
+    ({"vip": "10.78.0"}, "parameter vip=10.78.0 is not an IPv4 address"),
+    ({"vip": "reader.example"}, "parameter vip=reader.example is not an IPv4 address"),
+    ({"vip": "0.0.0.0"}, "parameter vip=0.0.0.0 is not a unicast host address"),
     ({}, "required parameter(s) not set: vip"),
     ({"vip": "10.78.0.200", "virtual_service_options": "-s fastest"}, "virtual_service_options="),
     ({"vip": "10.78.0.200", "weight_of_realservers": "node1,abc"}, "parameter weight_of_realservers="),
-    ({"vip": "10.78.0.200", "default_weight": "70000"}, "parameter default_weight='70000' must be 0-65535"),
-    ({"vip": "10.78.0.200", "max_lag": "lots"}, "parameter max_lag='lots'"),
+    ({"vip": "10.78.0.200", "default_weight": "70000"}, "parameter default_weight=70000 must be 0-65535"),
+    ({"vip": "10.78.0.200", "max_lag": "lots"}, "parameter max_lag=lots"),
     ({"vip": "10.78.0.200", "allowed_networks": "10.78.0.0/40"}, "parameter allowed_networks="),
     ({"vip": "10.78.0.200", "realserver_dependent_attribute_value": "HS:(sync"},
-     "parameter realserver_dependent_attribute_value='HS:(sync' is not a regular expression"),
+     "parameter realserver_dependent_attribute_value=HS:(sync is not a regular expression"),
     ({"vip": "10.78.0.200", "realserver_discovery_conninfo": "host=10.78.0.11 password=secret"},
      "holds a password"),
     ({"vip": "10.78.0.200", "realserver_get_real_servers_script": "get_active_slaves 'host=x password=s'"},
@@ -288,9 +288,9 @@ def test_meta_data_is_valid_and_marks_deprecations(capsys: pytest.CaptureFixture
 
 
 @pytest.mark.parametrize("params, reason", [
-    ({"vip": "10.78.0.300"}, "parameter vip='10.78.0.300' is not an IPv4 address"),
+    ({"vip": "10.78.0.300"}, "parameter vip=10.78.0.300 is not an IPv4 address"),
     ({"vip": "127.0.0.1"}, "is not a unicast IPv4 address"),
-    ({"vip": "10.78.0.200", "nic_lo": "eth0:0"}, "parameter nic_lo='eth0:0' must be lo or lo:SUFFIX"),
+    ({"vip": "10.78.0.200", "nic_lo": "eth0:0"}, "parameter nic_lo=eth0:0 must be lo or lo:SUFFIX"),
     ({"vip": "10.78.0.200", "nic_lo": "lo:0;reboot"}, "must be lo or lo:SUFFIX"),
 ])
 def test_realsvr_bad_input_is_err_configured(params: dict, reason: str, capsys: pytest.CaptureFixture) -> None:
