@@ -10,7 +10,7 @@ import click
 
 import pha
 
-AGENTS = ("vip", "lvsdr", "lvsdr-realsvr")
+AGENTS = ("pgsql", "vip", "lvsdr", "lvsdr-realsvr")
 PROVIDER = "pha"
 DEFAULT_OCF_ROOT = "/usr/lib/ocf"
 

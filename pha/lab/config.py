@@ -5,24 +5,34 @@ Nothing here touches the system, so all of it is unit-tested.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 
-SUBNET = "10.78.0.0/24"
+# Several labs can run side by side (one per developer or test run): lab
+# instance N (env PHA_LAB_INSTANCE, default 0) gets its own names, subnet and
+# state directory. Instance 0 is pha-*, 10.78.0.0/24, /var/tmp/pha-lab.
+INSTANCE_ENV = "PHA_LAB_INSTANCE"
+INSTANCE = int(os.environ.get(INSTANCE_ENV, "0") or 0)
+if not 0 <= INSTANCE <= 9:
+    raise ValueError(f"{INSTANCE_ENV}={INSTANCE}: must be 0-9")
+_TAG = "pha" if INSTANCE == 0 else f"pha{INSTANCE}"
+
+SUBNET = f"10.{78 + INSTANCE}.0.0/24"
 PREFIXLEN = 24
-_BASE = ipaddress.IPv4Address("10.78.0.0")
+_BASE = ipaddress.IPv4Address(f"10.{78 + INSTANCE}.0.0")
 NODE_IP_OFFSET = 10           # node i = .10+i
-CLIENT_IP = "10.78.0.50"      # nodes stop below the client address
+CLIENT_IP = str(_BASE + 50)   # nodes stop below the client address
 VIP_OFFSET = 100              # .100-.199 are kept free for VIPs
 MAX_NODES = 39
 MAX_VIPS = 100
 
-SWITCH_NETNS = "pha-sw"
-CLIENT_NETNS = "pha-client"
-NETNS_PREFIX = "pha-"
-BRIDGE = "phabr0"
+SWITCH_NETNS = f"{_TAG}-sw"
+CLIENT_NETNS = f"{_TAG}-client"
+NETNS_PREFIX = f"{_TAG}-"
+BRIDGE = f"{_TAG}br0"
 NODE_IFNAME = "eth0"
 
-DEFAULT_STATE_DIR = "/var/tmp/pha-lab"
+DEFAULT_STATE_DIR = f"/var/tmp/{_TAG}-lab"
 STATE_ENV = "PHA_LAB_STATE"
 DEFAULT_TOKEN_MS = 3000
 # Pacemaker waits dc-deadtime (default 20 s) for a DC before holding an election;

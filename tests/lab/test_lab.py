@@ -17,6 +17,7 @@ import pytest
 from pha.lab import config
 
 pytestmark = pytest.mark.lab
+NET = config.SUBNET.rsplit(".", 1)[0]   # "10.78.0" for lab instance 0
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +47,9 @@ def test_fencing_is_off(lab):
 
 
 def test_addresses(lab):
-    assert [lab.node_ip(n) for n in lab.nodes] == ["10.78.0.11", "10.78.0.12", "10.78.0.13"]
+    assert [lab.node_ip(n) for n in lab.nodes] == [f"{NET}.11", f"{NET}.12", f"{NET}.13"]
     assert (lab.client_ip, lab.subnet, lab.vip(0), lab.vip(99)) == (
-        "10.78.0.50", "10.78.0.0/24", "10.78.0.100", "10.78.0.199")
+        f"{NET}.50", f"{NET}.0/24", f"{NET}.100", f"{NET}.199")
 
 
 def test_host_holds_only_a_blackhole_route_for_the_lab(lab):
@@ -71,24 +72,24 @@ def test_lab_namespaces_have_no_route_out(lab):
             "    print(json.dumps(sorted((r.get_attr('RTA_DST') or 'default', r['dst_len'])"
             " for r in i.route('dump', family=2, table=254))))")
     for where in [*lab.nodes, "client"]:
-        assert json.loads(lab.python(where, code).stdout) == [["10.78.0.0", 24]], where
+        assert json.loads(lab.python(where, code).stdout) == [[f"{NET}.0", 24]], where
 
 
 def test_streaming_replication_from_the_client(lab):
     code = """
 import json, psycopg
 rows = {}
-with psycopg.connect(host="10.78.0.11", user="postgres", dbname="postgres", connect_timeout=5) as c:
+with psycopg.connect(host="NET.11", user="postgres", dbname="postgres", connect_timeout=5) as c:
     rows["primary"] = c.execute("select application_name, client_addr::text, state"
                                 " from pg_stat_replication order by 1").fetchall()
-for ip in ("10.78.0.12", "10.78.0.13"):
+for ip in ("NET.12", "NET.13"):
     with psycopg.connect(host=ip, user="postgres", dbname="postgres", connect_timeout=5) as c:
         rows[ip] = c.execute("select pg_is_in_recovery(), current_setting('cluster_name')").fetchone()
 print(json.dumps(rows))
-"""
+""".replace("NET", NET)
     rows = json.loads(lab.python("client", code).stdout)
-    assert rows["primary"] == [["node2", "10.78.0.12/32", "streaming"], ["node3", "10.78.0.13/32", "streaming"]]
-    assert rows["10.78.0.12"] == [True, "node2"] and rows["10.78.0.13"] == [True, "node3"]
+    assert rows["primary"] == [["node2", f"{NET}.12/32", "streaming"], ["node3", f"{NET}.13/32", "streaming"]]
+    assert rows[f"{NET}.12"] == [True, "node2"] and rows[f"{NET}.13"] == [True, "node3"]
 
 
 def test_exec_runs_in_the_node_and_passes_the_exit_code(lab):

@@ -1,0 +1,1 @@
+"""The pgsql agent's pieces: pure decisions and PostgreSQL I/O."""
