@@ -11,7 +11,9 @@ For each size N it measures, on a fresh virtual service:
 - one weight change: pha reconciles with one weight changed; pha4pgsql's monitor lists the
   service, reads each real server's weight with its own ipvsadm -L (N processes), then runs
   ipvsadm -e once (its grep/cut/awk processes are not even counted);
-- no-op: the same with nothing to change.
+- no-op: the same with nothing to change;
+- one weight change, write only: pha applies the one prepared change without reading first;
+  pha4pgsql runs ipvsadm -e alone.
 pha's netlink writes come from IPVSClient.writes; each ipvsadm -A/-a/-e is one write.
 A markdown table goes to stdout and to --output (default bench/results/ipvs_reconcile.md).
 """
@@ -48,12 +50,14 @@ def timed(func) -> float:
 
 def bench_pha(size: int, repeat: int) -> dict[str, tuple[float, int]]:
     """Median seconds and netlink writes of each scenario, through pha.ipvs."""
-    from pha.ipvs import IPVSClient, RealServer, ServiceState, VirtualService
+    from pha.ipvs import SET_REAL_SERVER, Change, IPVSClient, RealServer, ServiceState, VirtualService
     service = VirtualService(VIP, PORT, scheduler="wrr")
     servers = tuple(RealServer(real_server_address(i), PORT, 1) for i in range(size))
     desired = ServiceState(service, servers)
     changed = ServiceState(service, (RealServer(servers[0].address, PORT, 5),) + servers[1:])
-    results: dict[str, list[tuple[float, int]]] = {"from empty": [], "one weight change": [], "no-op": []}
+    results: dict[str, list[tuple[float, int]]] = {"from empty": [], "one weight change": [], "no-op": [],
+                                                   "write only": []}
+    blind = [Change(SET_REAL_SERVER, service, RealServer(servers[0].address, PORT, 1))]
     with IPVSClient() as client:
         for _ in range(repeat):
             client.remove(service)
@@ -61,6 +65,8 @@ def bench_pha(size: int, repeat: int) -> dict[str, tuple[float, int]]:
                 before = client.writes
                 seconds = timed(lambda: client.reconcile(target))
                 results[name].append((seconds, client.writes - before))
+            before = client.writes
+            results["write only"].append((timed(lambda: client.apply(blind)), client.writes - before))
             assert client.read(service) is not None and len(client.read(service).real_servers) == size
         client.remove(service)
     return {name: (statistics.median(s for s, _ in runs), runs[0][1]) for name, runs in results.items()}
@@ -87,7 +93,7 @@ def bench_ipvsadm(size: int) -> dict[str, tuple[float, int, int]]:
     results["from empty"] = (timed(from_empty), 1 + size, 1 + size)
     results["one weight change"] = (timed(lambda: monitor(True)), 2 + size, 1)
     results["no-op"] = (timed(lambda: monitor(False)), 1 + size, 0)
-    results["-e alone"] = (timed(lambda: ipvsadm("-e", "-t", target, "-r", f"{real_server_address(0)}:{PORT}",
+    results["write only"] = (timed(lambda: ipvsadm("-e", "-t", target, "-r", f"{real_server_address(0)}:{PORT}",
                                                 "-g", "-w", "1")), 1, 1)
     ipvsadm("-D", "-t", target)
     return results
@@ -114,7 +120,7 @@ def run(sizes: list[int], repeat: int, output: Path) -> None:
         adm = bench_ipvsadm(size)
         for scenario in ("from empty", "one weight change", "no-op"):
             rows.append((size, scenario, pha[scenario], adm[scenario]))
-        rows.append((size, "one weight change, ipvsadm -e alone", pha["one weight change"], adm["-e alone"]))
+        rows.append((size, "one weight change, write only", pha["write only"], adm["write only"]))
         print(f"measured {size} real servers", file=sys.stderr, flush=True)
     kernel = os.uname().release
     report = (f"# IPVS reconcile: pha.ipvs (netlink) vs pha4pgsql (one ipvsadm per step)\n\n"

@@ -19,7 +19,7 @@ import os
 import shlex
 import sys
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 import click
 
@@ -148,7 +148,7 @@ def parse_check_args(args: Sequence[str]) -> tuple[str, str]:
     return words[0], words[1]
 
 
-def _fail(prog: str, exc: BaseException) -> None:
+def _fail(prog: str, exc: BaseException) -> NoReturn:
     click.echo(f"{prog}: {exc}", err=True)
     sys.exit(1)
 

@@ -1,21 +1,19 @@
-"""IPVS (LVS) virtual services through pyroute2 netlink: model, kernel state, plan, apply.
+"""IPVS (LVS) virtual services over generic netlink: model, kernel state, plan, apply.
 
 The model is two frozen dataclasses, `VirtualService` and `RealServer`, grouped in a
 `ServiceState`. `plan(desired, actual)` is pure: it returns the `Change`s that turn `actual`
-into `desired`. `IPVSClient` reads the kernel's state from raw netlink attributes and applies
-changes idempotently, counting every netlink write it sends.
+into `desired`. `IPVSClient` reads the kernel's state and applies changes idempotently,
+counting every netlink write it sends; no ipvsadm anywhere.
 
-pyroute2 opens the "IPVS" generic netlink family and does every read. pyroute2 0.9.7
-pitfalls handled here (see ../shared/reference/uml-ipvs/README.md):
-- `from_message()` reports class defaults for the forwarding method and the flags, so the
-  raw IPVS_*_ATTR_* attributes are read instead;
-- its "update" command sends IPVS_CMD_DEL_*, and "set" sends a whole record whose omitted
-  fields become defaults.
-Writes do not go through pyroute2's request objects: building and encoding one costs
-~0.6 ms of Python on a real host (~2.4 ms in UML), more than an ipvsadm process saves. The
-few fixed-layout write messages (NEW/SET/DEL of SERVICE/DEST, always with every field of
-a "set") are packed with struct below and sent in batches on a plain netlink socket of the
-same family; each gets its own ack. The unit tests decode them with pyroute2's parser.
+Reads go through pyroute2 (0.9.7), from the raw IPVS_*_ATTR_* attributes: its
+`from_message()` reports class defaults for the forwarding method and the flags.
+Writes do not use pyroute2's request objects, whose "update" sends a delete and whose
+"set" silently fills omitted fields with defaults, and whose Python encoding costs ~0.6 ms
+a message on a real host (~2.4 ms in UML), more than an ipvsadm process costs there. The
+six fixed-layout write messages (NEW/SET/DEL of SERVICE/DEST; an add or set always carries
+every field) are packed with struct at the end of this module and sent in batches on a
+plain socket of pyroute2's "IPVS" family; the kernel acks each one. The unit tests decode
+them with pyroute2's parser. See ../shared/reference/uml-ipvs/README.md.
 pyroute2 is imported lazily: agents import this module on their hot path.
 """
 from __future__ import annotations
@@ -41,7 +39,6 @@ DEL_SERVICE = "del-service"
 ADD_REAL_SERVER = "add-real-server"
 SET_REAL_SERVER = "set-real-server"
 DEL_REAL_SERVER = "del-real-server"
-
 
 GONE = (errno.ESRCH, errno.ENOENT)   # no such service / no such real server
 BATCH_SIZE = 256                     # write messages per socket write (their acks fit any rcvbuf)
@@ -394,7 +391,6 @@ class IPVSClient:
         return bool(changes)
 
 
-
 # ---------------------------------------------------------------------- write messages
 NETLINK_GENERIC = 16
 SOL_NETLINK = 270
@@ -406,7 +402,8 @@ COMMANDS = {("service", "add"): 1, ("service", "set"): 2, ("service", "del"): 3,
             ("dest", "add"): 5, ("dest", "set"): 6, ("dest", "del"): 7}
 REQUEST_FLAGS = {"add": NLM_F_CREATE | NLM_F_EXCL, "set": NLM_F_REPLACE, "del": 0}
 CMD_ATTR_SERVICE, CMD_ATTR_DEST = 1, 2
-SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT, SVC_SCHED_NAME, SVC_FLAGS, SVC_TIMEOUT, SVC_NETMASK = 1, 2, 3, 4, 6, 7, 8, 9
+SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT = 1, 2, 3, 4
+SVC_SCHED_NAME, SVC_FLAGS, SVC_TIMEOUT, SVC_NETMASK = 6, 7, 8, 9
 DEST_ADDR, DEST_PORT, DEST_FWD_METHOD, DEST_WEIGHT, DEST_U_THRESH, DEST_L_THRESH, DEST_ADDR_FAMILY = \
     1, 2, 3, 4, 5, 6, 11
 NLMSG_HEADER = struct.Struct("=IHHII")    # length, type, flags, sequence, port id
@@ -427,7 +424,8 @@ def _packed(address: str) -> tuple[int, bytes]:
 def service_attributes(service: VirtualService, full: bool) -> bytes:
     """IPVS_SVC_ATTR_* of a service: its key, plus every tunable field when `full`."""
     family, raw = _packed(service.address)
-    attrs = (_nla(SVC_AF, struct.pack("=H", family)) + _nla(SVC_PROTOCOL, struct.pack("=H", PROTOCOLS[service.protocol]))
+    attrs = (_nla(SVC_AF, struct.pack("=H", family))
+             + _nla(SVC_PROTOCOL, struct.pack("=H", PROTOCOLS[service.protocol]))
              + _nla(SVC_ADDR, raw) + _nla(SVC_PORT, struct.pack("!H", service.port)))
     if full:
         flags = PERSISTENT_FLAG if service.persistent_timeout else 0

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 APT_PACKAGES=(pacemaker pacemaker-cli-utils corosync pcs resource-agents postgresql-15
-              user-mode-linux ipvsadm busybox-static libxml2-utils haproxy python3-venv)
+              user-mode-linux ipvsadm busybox-static libxml2-utils haproxy python3-venv
+              gcc libc6-dev)  # gcc: tools/uml-run builds a small preload for linux.uml
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (the lab needs namespaces and mounts)" >&2; exit 1; }
 
 missing=()

@@ -320,9 +320,10 @@ AGENT = ocf.Agent(
         ocf.Param("realserver_dependent_resource", "string", default="",
                   shortdesc="Resource whose nodes are candidate real servers",
                   longdesc="A resource (e.g. the lvsdr-realsvr clone); the nodes running it are the candidates."),
-        ocf.Param("realserver_dependent_attribute_name", "string", default="pgsql-status",
+        ocf.Param("realserver_dependent_attribute_name", "string", default="",
                   shortdesc="Node attribute that makes a candidate healthy",
-                  longdesc="Transient node attribute checked against realserver_dependent_attribute_value; empty = no check."),
+                  longdesc=("Transient node attribute checked against realserver_dependent_attribute_value, "
+                            "e.g. pgsql-status (published by ocf:pha:pgsql); empty = no check.")),
         ocf.Param("realserver_dependent_attribute_value", "string", default="HS:sync|HS:potential|HS:async",
                   shortdesc="Regular expression the attribute must match",
                   longdesc="Extended regular expression matched against the whole attribute value."),
@@ -386,7 +387,7 @@ class Config:
     default_weight: int
     weights: dict[str, int]
     networks: list[ipaddress.IPv4Network]
-    attribute_regex: Optional[re.Pattern]
+    attribute_regex: re.Pattern
     max_lag: Optional[int]
     warnings: list[str] = field(default_factory=list)
 
@@ -418,13 +419,11 @@ def build_config(res: ocf.Resource) -> Config:
         networks = parse_networks(str(p["allowed_networks"]))
     except ValueError as exc:
         raise _bad("allowed_networks", p["allowed_networks"], str(exc))
-    regex = None
-    if p["realserver_dependent_attribute_name"]:
-        try:
-            regex = re.compile(str(p["realserver_dependent_attribute_value"]))
-        except re.error as exc:
-            raise _bad("realserver_dependent_attribute_value", p["realserver_dependent_attribute_value"],
-                       f"is not a regular expression ({exc})")
+    try:
+        regex = re.compile(str(p["realserver_dependent_attribute_value"]))
+    except re.error as exc:
+        raise _bad("realserver_dependent_attribute_value", p["realserver_dependent_attribute_value"],
+                   f"is not a regular expression ({exc})")
     for name in ("realserver_get_real_servers_script", "realserver_check_active_real_server_script"):
         if p[name]:
             try:
@@ -550,8 +549,7 @@ def _attribute_matches(res: ocf.Resource, crm: Crm, node: str) -> bool:
     except CrmError as exc:
         res.log.warning(f"reading {name} of {node}: {exc}")
         return False
-    regex = config_of(res).attribute_regex
-    return value is not None and regex is not None and regex.fullmatch(value) is not None
+    return value is not None and config_of(res).attribute_regex.fullmatch(value) is not None
 
 
 def _attribute_lag(res: ocf.Resource, crm: Crm, node: str) -> Optional[int]:
@@ -571,16 +569,20 @@ def _attribute_lag(res: ocf.Resource, crm: Crm, node: str) -> Optional[int]:
 def state_path(res: ocf.Resource) -> str:
     """The instance's small state file (lag drain state), in the node's runtime dir."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", res.instance)
-    return os.path.join(res.env.get("PHA_STATE_DIR", STATE_DIR), f"lvsdr-{safe}.json")
+    return os.path.join(res.env.get("PHA_STATE_DIR", STATE_DIR), f"lvsdr.{safe}.json")
 
 
 def load_state(res: ocf.Resource) -> dict:
+    """The state file's content; a missing or damaged file reads as a fresh state."""
     try:
         with open(state_path(res)) as f:
             state = json.load(f)
     except (OSError, ValueError):
         return {}
-    return state if isinstance(state, dict) else {}
+    drained = state.get("drained") if isinstance(state, dict) else None
+    if not isinstance(drained, dict) or not all(isinstance(v, int) for v in drained.values()):
+        return {}
+    return {"drained": {str(name): count for name, count in drained.items()}}
 
 
 def save_state(res: ocf.Resource, state: dict) -> None:
@@ -625,14 +627,22 @@ def _client() -> IPVSClient:
         raise ocf.OCFError(ocf.ERR_GENERIC, str(exc)) from None
 
 
+def _read(client: IPVSClient, service: VirtualService) -> Optional[ServiceState]:
+    from pha.ipvs import IPVSError
+    try:
+        return client.read(service)
+    except IPVSError as exc:
+        raise ocf.OCFError(ocf.ERR_GENERIC, str(exc)) from None
+
+
 def virtual_service(config: Config) -> VirtualService:
     from pha.ipvs import VirtualService
     return VirtualService(config.vip, config.port, "tcp", config.scheduler, config.persistent_timeout)
 
 
 def reconcile(res: ocf.Resource, client: IPVSClient, current: Optional[ServiceState]) -> None:
-    """Program the healthy real servers now (the heart of monitor)."""
-    from pha.ipvs import IPVSError, ServiceState
+    """Program the real servers that are healthy now (the heart of monitor)."""
+    from pha.ipvs import ServiceState
     config = config_of(res)
     service = virtual_service(config)
     current_servers = current.real_servers if current is not None else ()
@@ -640,8 +650,7 @@ def reconcile(res: ocf.Resource, client: IPVSClient, current: Optional[ServiceSt
         candidates = healthy_candidates(res)
     except SourceFailed as exc:
         res.log.warning(f"real servers left as they are: {exc}")
-        if current is None or current.service != service:
-            _apply(res, client, ServiceState(service, current_servers))
+        _apply(res, client, ServiceState(service, current_servers), current)
         return
     healthy = []
     for candidate in candidates:
@@ -650,38 +659,45 @@ def reconcile(res: ocf.Resource, client: IPVSClient, current: Optional[ServiceSt
             res.log.warning(f"real server skipped: {problem}")
         else:
             healthy.append((candidate, address))
-    weights_by_address = {}
+    weights_by_address: dict[str, int] = {}
     for name, weight in config.weights.items():
         address, _ = resolve_real_server(name, config.networks)
         if address is not None:
             weights_by_address.setdefault(address, weight)
-    drained: dict[str, int] = {}
-    if config.max_lag is not None:
-        state = load_state(res)
-        lags = {c.name: c.lag_bytes for c, _ in healthy}
-        drained = lag_step(state.get("drained", {}), lags, config.max_lag, int(res.params["lag_resume_checks"]))
-        for name in drained.keys() - state.get("drained", {}).keys():
-            res.log.info(f"draining {name}: replay lag {lags[name]} bytes > max_lag {config.max_lag}")
-        for name in state.get("drained", {}).keys() - drained.keys():
-            if name in lags:
-                res.log.info(f"{name} is back: replay lag {lags[name]} bytes")
-        if drained != state.get("drained", {}):
-            save_state(res, {"drained": drained})
     servers = desired_real_servers(healthy, config.weights, weights_by_address, config.default_weight,
-                                   config.port, drained, current_servers,
+                                   config.port, _drained(res, healthy), current_servers,
                                    bool(res.params["inhibit_on_failure"]))
-    try:
-        _apply(res, client, ServiceState(service, tuple(servers)))
-    except IPVSError as exc:
-        raise ocf.OCFError(ocf.ERR_GENERIC, str(exc)) from None
+    _apply(res, client, ServiceState(service, tuple(servers)), current)
 
 
-def _apply(res: ocf.Resource, client: IPVSClient, desired: ServiceState) -> None:
-    from pha.ipvs import plan
-    changes = plan(desired, client.read(desired.service))
+def _drained(res: ocf.Resource, healthy: list[tuple[Candidate, str]]) -> list[str]:
+    """Names of the standbys drained for lag now; the drain state lives in the state file."""
+    max_lag = config_of(res).max_lag
+    if max_lag is None:
+        return []
+    before = load_state(res).get("drained", {})
+    lags = {candidate.name: candidate.lag_bytes for candidate, _ in healthy}
+    after = lag_step(before, lags, max_lag, int(res.params["lag_resume_checks"]))
+    for name in after.keys() - before.keys():
+        res.log.info(f"draining {name}: replay lag {lags[name]} bytes > max_lag {max_lag}")
+    for name in before.keys() - after.keys():
+        if name in lags:
+            res.log.info(f"{name} is back: replay lag {lags[name]} bytes")
+    if after != before:
+        save_state(res, {"drained": after})
+    return list(after)
+
+
+def _apply(res: ocf.Resource, client: IPVSClient, desired: ServiceState,
+           current: Optional[ServiceState]) -> None:
+    from pha.ipvs import IPVSError, plan
+    changes = plan(desired, current)
     for change in changes:
         res.log.info(str(change))
-    client.apply(changes)
+    try:
+        client.apply(changes)
+    except IPVSError as exc:
+        raise ocf.OCFError(ocf.ERR_GENERIC, str(exc)) from None
 
 
 def _sysctl(name: str, value: str) -> None:
@@ -703,8 +719,8 @@ def start(res: ocf.Resource) -> int:
         _sysctl("net.ipv4.ip_forward", "1")
         _sysctl("net.ipv4.vs.expire_nodest_conn", "1")
         service = virtual_service(config_of(res))
-        reconcile(res, client, client.read(service))
-        if client.read(service) is None:
+        reconcile(res, client, _read(client, service))
+        if _read(client, service) is None:
             raise ocf.OCFError(ocf.ERR_GENERIC, f"virtual service {service} is missing after start")
         res.log.info(f"virtual service {service} ({service.scheduler}) started")
     finally:
@@ -714,15 +730,11 @@ def start(res: ocf.Resource) -> int:
 
 @AGENT.handler("monitor")
 def monitor(res: ocf.Resource) -> int:
-    from pha.ipvs import IPVSError
     stamp_heartbeat(res)
     client = _client()
     try:
         service = virtual_service(config_of(res))
-        try:
-            current = client.read(service)
-        except IPVSError as exc:
-            raise ocf.OCFError(ocf.ERR_GENERIC, str(exc)) from None
+        current = _read(client, service)
         if current is None:
             (res.log.info if res.is_probe else res.log.error)(f"virtual service {service} does not exist")
             return ocf.NOT_RUNNING

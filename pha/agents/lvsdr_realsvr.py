@@ -19,7 +19,7 @@ STATE_DIR = "/run/pha"
 LABEL = re.compile(r"lo(:[A-Za-z0-9_.-]{1,12})?")
 ARP_SETTINGS = {"arp_ignore": "1", "arp_announce": "2"}
 DEVICES = ("lo", "all")
-STATE_PREFIX = "lvsdr-realsvr-"
+STATE_PREFIX = "lvsdr-realsvr."
 
 
 def sysctl_names() -> dict[str, str]:

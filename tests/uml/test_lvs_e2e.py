@@ -139,6 +139,7 @@ def test_lagging_standby_drains_to_weight_zero_and_comes_back(lab: Lab) -> None:
         pytest.fail("no connection landed on node3")
     lab.local("node3", "select pg_wal_replay_pause()")
     lab.local(PRIMARY, "create table filler as select g, repeat('x', 200) as pad from generate_series(1, 12000) g")
+    lab.wait_replayed("node2")        # only node3 may lag now (node2 lags too while it replays ~3 MB)
     deadline = time.monotonic() + 15
     while weights()[NODES["node3"]] != 0:
         assert time.monotonic() < deadline, f"node3 not drained: {weights()}"

@@ -159,8 +159,9 @@ class Lab:
     def start_pg(self, node: str, timeout: float = 60) -> None:
         log = open(STATE / f"{node}.log", "a")
         with inside(node):
-            self.postmasters[node] = subprocess.Popen([PG_BIN / "postgres", "-D", self.data(node)], user="postgres",
-                                                      stdout=log, stderr=subprocess.STDOUT, cwd=STATE)
+            self.postmasters[node] = subprocess.Popen([PG_BIN / "postgres", "-D", self.data(node)],
+                                                      user="postgres", stdout=log, stderr=subprocess.STDOUT,
+                                                      cwd=STATE)
         log.close()
         deadline = time.monotonic() + timeout
         while True:
@@ -202,11 +203,22 @@ class Lab:
     def wait_streaming(self, names: list[str], timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            rows = self.local(PRIMARY, "select application_name from pg_stat_replication where state = 'streaming'")
+            rows = self.local(PRIMARY, "select application_name from pg_stat_replication"
+                                       " where state = 'streaming'")
             if set(names) <= {r[0] for r in rows}:
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"standbys {names} not streaming; pg_stat_replication has {rows}")
+            time.sleep(0.2)
+
+    def wait_replayed(self, name: str, timeout: float = 30) -> None:
+        """Wait until the primary sees standby `name` replayed everything written so far."""
+        target = self.local(PRIMARY, "select pg_current_wal_lsn()")[0][0]
+        deadline = time.monotonic() + timeout
+        while not self.local(PRIMARY, "select coalesce(bool_and(replay_lsn >= %s::pg_lsn), false)"
+                                      " from pg_stat_replication where application_name = %s", (target, name))[0][0]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not replay up to {target}")
             time.sleep(0.2)
 
     # ---- the client

@@ -308,7 +308,8 @@ def test_delete_and_ipv6_messages() -> None:
                             + ipvs.encode_write(1, 2, Change(ADD_SERVICE, v6), "add"))
     assert deleted["cmd"] == 7 and deleted.get("IPVS_CMD_ATTR_DEST").get("IPVS_DEST_ATTR_WEIGHT") is None
     svc = added.get("IPVS_CMD_ATTR_SERVICE")
-    assert added["cmd"] == 1 and (svc.get("IPVS_SVC_ATTR_AF"), svc.get("IPVS_SVC_ATTR_ADDR")) == (10, "2001:db8::100")
+    assert added["cmd"] == 1
+    assert (svc.get("IPVS_SVC_ATTR_AF"), svc.get("IPVS_SVC_ATTR_ADDR")) == (10, "2001:db8::100")
 
 
 def ack(seq: int, code: int) -> bytes:
@@ -415,7 +416,8 @@ def test_set_of_a_missing_server_or_service_becomes_add() -> None:
     client = client_with(fake)
     client.apply([Change(SET_SERVICE, VS), Change(SET_REAL_SERVER, VS, rs(2))])
     # batch: both fail (no service); then the service is added, the dest's set retried, then added
-    assert fake.calls == [("service", "set"), ("dest", "set"), ("service", "add"), ("dest", "set"), ("dest", "add")]
+    assert fake.calls == [("service", "set"), ("dest", "set"),
+                          ("service", "add"), ("dest", "set"), ("dest", "add")]
     assert fake.dests == {("10.0.0.2", 5432)}
 
 

@@ -313,7 +313,7 @@ def test_lvsdr_state_file_is_private(tmp_path: Path) -> None:
     res = resource(lvsdr.AGENT, tmp_path, vip="10.78.0.200")
     lvsdr.save_state(res, {"drained": {"node3": 1}})
     path = Path(lvsdr.state_path(res))
-    assert path.name == "lvsdr-reader_0.json"
+    assert path.name == "lvsdr.reader_0.json"
     assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
     assert lvsdr.load_state(res) == {"drained": {"node3": 1}}
     path.write_text("not json")
@@ -362,7 +362,116 @@ def test_realsvr_state_file_keeps_the_first_originals(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     assert json.loads(path.read_text())["sysctls"] == {"net.ipv4.conf.lo.arp_ignore": "0"}
     assert lvsdr_realsvr._load_originals(res) == {"net.ipv4.conf.lo.arp_ignore": "0"}
-    other = tmp_path / "state" / "lvsdr-realsvr-other.json"
+    other = tmp_path / "state" / "lvsdr-realsvr.other.json"
     other.write_text("{}")
-    assert lvsdr_realsvr._other_instances(res) == ["lvsdr-realsvr-other.json"]
+    (tmp_path / "state" / "lvsdr.realsvr.json").write_text("{}")       # a director's state: not counted
+    assert lvsdr_realsvr._other_instances(res) == ["lvsdr-realsvr.other.json"]
     os.unlink(other)
+
+
+# ---- where real servers come from (scripts run for real; Pacemaker through a fake runner)
+
+
+def director(tmp_path: Path, **params: str) -> ocf.Resource:
+    return resource(lvsdr.AGENT, tmp_path, vip="10.78.0.200", **params)
+
+
+def names(candidates: list[Candidate]) -> list[str]:
+    return [c.name for c in candidates]
+
+
+def test_get_real_servers_script_output_is_the_list(tmp_path: Path) -> None:
+    res = director(tmp_path, realserver_get_real_servers_script="echo node2 node3 node2 10.78.0.14")
+    assert names(lvsdr.healthy_candidates(res)) == ["node2", "node3", "10.78.0.14"]
+
+
+def test_failing_script_leaves_real_servers_alone(tmp_path: Path) -> None:
+    res = director(tmp_path, realserver_get_real_servers_script="sh -c 'echo primary down >&2; exit 1'")
+    with pytest.raises(lvsdr.SourceFailed, match="exited 1: primary down"):
+        lvsdr.healthy_candidates(res)
+    res = director(tmp_path, realserver_get_real_servers_script="/nonexistent/get_active_slaves x")
+    with pytest.raises(lvsdr.SourceFailed, match="could not be run"):
+        lvsdr.healthy_candidates(res)
+
+
+class FakePacemaker:
+    """Answers crm_resource / crm_node / crm_attribute like Pacemaker 2.1.5 would."""
+
+    def __init__(self, located: list[str], members: list[str], status: dict[str, str]) -> None:
+        self.located, self.members, self.status = located, members, status
+        self.calls: list[tuple[str, ...]] = []
+
+    def __call__(self, argv, timeout: float):
+        from pha.crm import CommandResult
+        argv = tuple(argv)
+        self.calls.append(argv)
+        if argv[0] == "crm_resource":
+            nodes = "".join(f'<node state="started">{n}</node>' for n in self.located)
+            return CommandResult(0, f'<pacemaker-result api-version="2.25"><nodes>{nodes}</nodes>'
+                                    '<status code="0" message="OK"/></pacemaker-result>', "")
+        if argv[0] == "crm_node":
+            return CommandResult(0, "\n".join(self.members) + "\n", "")
+        node = next(a.split("=", 1)[1] for a in argv if a.startswith("--node="))
+        if node in self.status:
+            return CommandResult(0, self.status[node] + "\n", "")
+        return CommandResult(105, "", "crm_attribute: Error performing operation: No such device or address")
+
+
+def with_pacemaker(monkeypatch: pytest.MonkeyPatch, fake: FakePacemaker) -> None:
+    from pha.crm import Crm
+    monkeypatch.setattr(lvsdr, "_crm", lambda: Crm(run=fake))
+
+
+def test_dependent_resource_and_attribute_regex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakePacemaker(located=["node1", "node2", "node3", "node4"], members=[],
+                         status={"node1": "PRI", "node2": "HS:sync", "node3": "HS:async", "node4": "HS:alone"})
+    with_pacemaker(monkeypatch, fake)
+    res = director(tmp_path, realserver_dependent_resource="reader-rs-clone",
+                   realserver_dependent_attribute_name="pgsql-status")
+    assert names(lvsdr.healthy_candidates(res)) == ["node2", "node3"]
+    assert fake.calls[0][:3] == ("crm_resource", "--locate", "--resource=reader-rs-clone")
+    assert all("--name=pgsql-status" in call and "--lifetime=reboot" in call for call in fake.calls[1:])
+
+
+def test_regex_must_match_the_whole_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with_pacemaker(monkeypatch, FakePacemaker([], ["node2", "node3"], {"node2": "HS:sync", "node3": "xHS:syncx"}))
+    res = director(tmp_path, realserver_dependent_attribute_name="pgsql-status")
+    assert names(lvsdr.healthy_candidates(res)) == ["node2"]
+
+
+def test_weight_names_are_the_candidates_without_a_dependent_resource(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakePacemaker([], ["node1", "node2"], {})
+    with_pacemaker(monkeypatch, fake)
+    res = director(tmp_path, weight_of_realservers="node2,2 node3")
+    assert names(lvsdr.healthy_candidates(res)) == ["node2", "node3"] and fake.calls == []
+
+
+def test_check_script_gets_the_name_appended_and_hostile_names_never_reach_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with_pacemaker(monkeypatch, FakePacemaker([], ["node2", "node3", "$(reboot)"], {}))
+    check = "sh -c 'if [ \"$0\" = node3 ] || [ \"$0\" = \"$(reboot)\" ]; then echo t; else echo f; fi'"
+    res = director(tmp_path, realserver_check_active_real_server_script=check)
+    assert names(lvsdr.healthy_candidates(res)) == ["node3"]
+
+
+def test_lag_comes_from_the_node_attribute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class WithLag(FakePacemaker):
+        def __call__(self, argv, timeout):
+            from pha.crm import CommandResult
+            if any(a == "--name=pgsql-lag" for a in argv):
+                return CommandResult(0, {"--node=node2": "100\n", "--node=node3": "9000000\n"}[argv[1]], "")
+            return super().__call__(argv, timeout)
+    with_pacemaker(monkeypatch, WithLag([], ["node2", "node3"], {"node2": "HS:sync", "node3": "HS:async"}))
+    res = director(tmp_path, lag_attribute_name="pgsql-lag", max_lag="1MB",
+                   realserver_dependent_attribute_name="pgsql-status")
+    assert lvsdr.healthy_candidates(res) == [Candidate("node2", 100), Candidate("node3", 9000000)]
+
+
+def test_pacemaker_failure_leaves_real_servers_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(argv, timeout):
+        raise TimeoutError("timed out")
+    from pha.crm import Crm
+    monkeypatch.setattr(lvsdr, "_crm", lambda: Crm(run=broken))
+    with pytest.raises(lvsdr.SourceFailed, match="timed out"):
+        lvsdr.healthy_candidates(director(tmp_path, realserver_dependent_resource="rs-clone"))

@@ -22,10 +22,10 @@ MONITOR_ENV = {"OCF_RESKEY_ip": "127.0.0.1", "OCF_RESKEY_nic": "lo",
 @pytest.fixture()
 def shim(tmp_path: Path):
     """The installed vip shim, with its own worker socket; the worker is stopped after."""
-    paths = install.install(tmp_path / "ocf")
+    vip = next(p for p in install.install(tmp_path / "ocf") if p.name == "vip")
     sock = tmp_path / "run" / "agentd.sock"
     env = {**os.environ, **MONITOR_ENV, "PHA_WORKER_SOCKET": str(sock)}
-    yield paths[0], env, sock
+    yield vip, env, sock
     pid = _lock_holder(sock)
     if pid:
         os.kill(pid, signal.SIGTERM)
