@@ -31,7 +31,7 @@ ATTR_TIMELINE = "pgsql-timeline"        # transient
 ATTR_LAG = "pgsql-replay-lag"           # transient, on standbys: bytes received but not replayed
 ATTR_RECEIVER = "pgsql-receiver"        # transient, on standbys: WAL receiver status
 ATTR_BASELINE = "pgsql-master-baseline"  # transient, on the primary: LSN at promotion
-FALLBACK_GRACE = 3.0                    # seconds without any standby before going async
+FALLBACK_GRACE = 5.0                    # seconds after a promotion for the standbys to reconnect
 
 
 def _port(value: ocf.Value) -> Optional[str]:
@@ -101,6 +101,10 @@ AGENT = ocf.Agent(
         P("check_wal_receiver", "boolean", default=True, shortdesc="Publish the WAL receiver state"),
         P("stop_escalate", "integer", default=10, check=_positive,
           shortdesc="Seconds of fast shutdown before immediate"),
+        P("wal_timeout", "integer", default=5, check=_positive,
+          shortdesc="Seconds before a silent replication peer counts as gone",
+          longdesc="wal_sender_timeout and wal_receiver_timeout: how soon the primary notices a "
+                   "standby it cannot reach (then the sync fallback can act) and a standby its primary."),
         P("max_lag", "integer", default=0, check=_not_negative,
           shortdesc="Bytes of replay lag that make a standby unpromotable (0: no limit)"),
         P("monitor_user", shortdesc="Unused (monitor user)", deprecated=True, replaced_with=("pgdba",),
@@ -177,13 +181,9 @@ class Ctx:
             self.crm.set_node_attr(name, value, node=node, lifetime=lifetime)
         cache[key] = value
 
-    def score(self, state: dict, node: str, value: int) -> None:
-        key = f"{node}/score"
-        cache = state.setdefault("published", {})
-        if cache.get(key) == value:
-            return
+    def score(self, node: str, value: int) -> None:
+        """Set a promotion score (never cached: the primary sets them too)."""
         self.crm.set_promotion_score(_score_text(value), resource=self.rsc, node=node)
-        cache[key] = value
 
     def repl_info(self) -> Optional[decide.ReplInfo]:
         return decide.ReplInfo.parse(self.crm.get_property(REPL_INFO, set_name=PROPERTY_SET))
@@ -270,6 +270,8 @@ def conf_settings(ctx: Ctx, sync_names: str, read_only: bool = False) -> dict[st
         "wal_retrieve_retry_interval": "1s",
         "hot_standby": "on",
         "synchronous_standby_names": sync_names,
+        "wal_sender_timeout": f"{p['wal_timeout']}s",
+        "wal_receiver_timeout": f"{p['wal_timeout']}s",
     }
     if p["restore_command"]:
         settings["restore_command"] = str(p["restore_command"])
@@ -297,6 +299,9 @@ def start(res: ocf.Resource) -> int:
     check_auto_conf(ctx)
     if ctx.pg.is_running():
         return ocf.SUCCESS if role(ctx) else ocf.ERR_GENERIC
+    if ctx.pg.port_in_use():
+        raise ocf.OCFError(ocf.ERR_CONFIGURED, f"parameter pgport={ctx.pg.port}: another server listens "
+                           f"on it ({ctx.pg.socket_path})")
     info = ctx.repl_info()
     control = ctx.pg.controldata()
     local_tl = max(int(control.get("Latest checkpoint's TimeLineID", "0")), ctx.pg.wal_timeline())
@@ -319,10 +324,10 @@ def start(res: ocf.Resource) -> int:
         ctx.pg.wait_ready(timeout)
     except PgError as err:
         raise ocf.OCFError(ocf.ERR_GENERIC, str(err)) from None
-    state = {"held": held, "rounds": 0}
+    state = {"held": held, "rounds": 0}  # and a fresh cache of published attributes
     ctx.publish(state, ctx.me, ATTR_STATUS, decide.HS_ALONE)
     if held:
-        ctx.score(state, ctx.me, decide.PRIMARY_SCORE)
+        ctx.score(ctx.me, decide.PRIMARY_SCORE)
         res.log.info(f"started as the recorded primary (timeline {local_tl}), read-only until promoted")
     else:
         publish_position(ctx, state)
@@ -418,14 +423,21 @@ def monitor_primary(ctx: Ctx, conn, state: dict) -> int:
         " from pg_stat_replication").fetchall()
     standbys = [decide.Standby(r[0], r[1], r[2], int(r[3])) for r in rows]
     views = decide.standby_views(ctx.nodes, ctx.me, standbys, ctx.sync, int(ctx.res.params["max_lag"]))
+    views[ctx.me] = decide.StandbyView(decide.PRI, decide.LATEST, decide.PRIMARY_SCORE)
     state["primary"] = True
-    ctx.publish(state, ctx.me, ATTR_STATUS, decide.PRI)
-    ctx.publish(state, ctx.me, ATTR_DATA, decide.LATEST, lifetime="forever")
-    ctx.score(state, ctx.me, decide.PRIMARY_SCORE)
+    # Other nodes write some of these too (start, stop): compare with what the
+    # cluster holds now, one crm_mon, and write only the differences.
+    from pha import crm
+    actual = crm.crm_mon(ctx.crm).node_attributes
+    score_name = f"master-{ctx.rsc}"
     for node, view in views.items():
-        ctx.publish(state, node, ATTR_STATUS, view.status)
-        ctx.publish(state, node, ATTR_DATA, view.data_status, lifetime="forever")
-        ctx.score(state, node, view.score)
+        now = actual.get(node, {})
+        if now.get(ATTR_STATUS) != view.status:
+            ctx.crm.set_node_attr(ATTR_STATUS, view.status, node=node, lifetime="reboot")
+        if now.get(ATTR_DATA) != view.data_status:
+            ctx.crm.set_node_attr(ATTR_DATA, view.data_status, node=node, lifetime="forever")
+        if now.get(score_name) != _score_text(view.score):
+            ctx.crm.set_promotion_score(_score_text(view.score), resource=ctx.rsc, node=node)
     if ctx.res.params["replication_slot_name"]:
         ensure_slots(ctx, conn)
     if ctx.sync:
@@ -437,14 +449,12 @@ def monitor_primary(ctx: Ctx, conn, state: dict) -> int:
 def manage_sync(ctx: Ctx, conn, state: dict, streaming: int) -> None:
     """Keep one sync standby; go async only when safe, come back when one streams."""
     now = time.time()
-    if streaming:
-        state["last_standby"] = now
     wanted_sync = decide.sync_standby_names(ctx.nodes, ctx.me)
     current = conn.execute("select current_setting('synchronous_standby_names')").fetchone()[0]
     if streaming and current != wanted_sync:
         target = wanted_sync
     elif not streaming and current and decide.may_fall_back_to_async(
-            streaming, _quorate(ctx), ctx.lock_held(), now - state.get("last_standby", now), FALLBACK_GRACE):
+            streaming, _quorate(ctx), ctx.lock_held(), now - state.get("promoted_at", 0), FALLBACK_GRACE):
         target = ""
     else:
         return
@@ -480,7 +490,6 @@ def monitor_standby(ctx: Ctx, conn, state: dict, held: bool) -> int:
         state["rounds"] = 0
     else:  # a forked standby cannot stream: this is where the guard catches it running
         guard(ctx, ctx.repl_info(), timeline, lsn)
-        ctx.publish(state, ctx.me, ATTR_STATUS, decide.HS_ALONE)
         elect_if_leaderless(ctx, state, timeline, lsn)
     ctx.save(state)
     return ocf.SUCCESS
@@ -526,7 +535,7 @@ def elect_if_leaderless(ctx: Ctx, state: dict, timeline: int, lsn: int) -> None:
         ctx.log.info(f"no primary: waiting for {', '.join(starting)} to publish its position")
         return
     ranking = decide.elect(candidates, ctx.nodes, ctx.sync)
-    ctx.score(state, ctx.me, decide.election_score(ctx.me, ranking))
+    ctx.score(ctx.me, decide.election_score(ctx.me, ranking))
     ctx.log.info(f"no primary: election ranks {ranking or 'nobody'}")
 
 
@@ -598,7 +607,7 @@ def finish_held_promotion(ctx: Ctx, conn, state: dict) -> int:
 
 
 def became_primary(ctx: Ctx, state: dict, baseline: str) -> None:
-    state.update(primary=True, rounds=0, last_standby=time.time())
+    state.update(primary=True, rounds=0, promoted_at=time.time(), published={})
     ctx.pg.set_standby(False)
     if ctx.sync:
         ctx.pg.write_conf(conf_settings(ctx, decide.sync_standby_names(ctx.nodes, ctx.me)))
@@ -609,7 +618,7 @@ def became_primary(ctx: Ctx, state: dict, baseline: str) -> None:
     ctx.publish(state, ctx.me, ATTR_BASELINE, baseline)
     for standby_only in (ATTR_LSN, ATTR_TIMELINE, ATTR_RECEIVER, ATTR_LAG):
         ctx.publish(state, ctx.me, standby_only, None)
-    ctx.score(state, ctx.me, decide.PRIMARY_SCORE)
+    ctx.score(ctx.me, decide.PRIMARY_SCORE)
     ctx.save(state)
 
 
@@ -641,11 +650,22 @@ def demote(res: ocf.Resource) -> int:
     ctx = ctx_of(res)
     from pha.pgsql.instance import PgError
     state = ctx.load()
+    if state.pop("stop_follows", False):
+        # This transition stops us too: shut down as the primary, cleanly, so a
+        # restart of the whole cluster brings this node back without a new timeline.
+        try:
+            ctx.pg.stop(int(res.params["stop_escalate"]), immediate=not _quorate(ctx))
+        except PgError as err:
+            raise ocf.OCFError(ocf.ERR_GENERIC, str(err)) from None
+        state.update(primary=False, held=False, published={})
+        ctx.save(state)
+        res.log.info("demoted by stopping: the same transition stops this node")
+        return ocf.SUCCESS
     try:
         ctx.pg.stop(int(res.params["stop_escalate"]), immediate=not _quorate(ctx))
         ctx.pg.write_conf(conf_settings(ctx, ""))
         ctx.pg.set_standby(True)
-        state.update(primary=False, held=False, rounds=0)
+        state.update(primary=False, held=False, rounds=0, published={})
         ctx.save(state)
         ctx.publish(state, ctx.me, ATTR_STATUS, decide.HS_ALONE)
         timeout = max(10, int(res.meta("timeout", "120000")) / 1000 - 10)
@@ -664,7 +684,12 @@ def notify(res: ocf.Resource) -> int:
     n = res.notify
     if n is None or not ctx.pg.is_running():
         return ocf.SUCCESS
-    if n.is_pre and n.operation == "promote":
+    res.log.debug(f"notify {n.type}-{n.operation}: {dict(n.hosts)}")
+    if n.is_pre and n.operation == "demote" and ctx.me in n["demote"]:
+        state = ctx.load()
+        state["stop_follows"] = ctx.me in n["stop"]
+        ctx.save(state)
+    elif n.is_pre and n.operation == "promote":
         state = ctx.load()
         if role(ctx) == "standby":
             publish_position(ctx, state)

@@ -146,11 +146,12 @@ def sync_standby_names(nodes: list[str], me: str) -> str:
 
 
 def may_fall_back_to_async(streaming_standbys: int, quorate: bool, lock_held: Optional[bool],
-                           seconds_without_standby: float, grace: float) -> bool:
+                           seconds_since_promotion: float, grace: float) -> bool:
     """Async only when no standby could acknowledge, and only while this
-    primary is surely the cluster's (quorum, and the lock when there is one)."""
+    primary is surely the cluster's (quorum, and the lock when there is one).
+    Right after a promotion the standbys get `grace` seconds to reconnect."""
     return (streaming_standbys == 0 and quorate and lock_held is not False
-            and seconds_without_standby >= grace)
+            and seconds_since_promotion >= grace)
 
 
 # --- election when there is no primary -----------------------------------------------------

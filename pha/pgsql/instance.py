@@ -60,6 +60,20 @@ class Instance:
             return False
         return True
 
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.socketdir, f".s.PGSQL.{self.port}")
+
+    def port_in_use(self) -> bool:
+        """Whether some server already answers on this port's unix socket."""
+        import socket
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(self.socket_path)
+            except OSError:
+                return False
+        return True
+
     def start(self, timeout: float) -> None:
         options = f"-p {self.port} -k {self.socketdir} -c config_file={self.config} {self.start_opt}".strip()
         argv = [self.pgctl, "start", "-D", self.pgdata, "-w", "-t", str(int(timeout)), "-o", options]
