@@ -18,6 +18,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "install-agents": ("pha.install:install_agents",
                        "Install the OCF agents under OCF_ROOT/resource.d/pha."),
     "lab": ("pha.lab.cli:lab", "A namespace lab cluster on this machine."),
+    "distlock": ("pha.distlock:distlock",
+                 "A lease in PostgreSQL: the pgsql agent's lock for 2-node clusters."),
     "get-active-slaves": ("pha.discovery:get_active_slaves_cmd",
                           "Print the streaming standbys, as the primary sees them."),
     "check-active-slave": ("pha.discovery:check_active_slave_cmd",
@@ -105,3 +107,7 @@ def cls_entry() -> None:
 def tool_entry() -> None:
     """Entry point of `get_active_slaves` and `check_active_slave`."""
     _run_as(TOOLS[os.path.basename(sys.argv[0])])
+
+
+if __name__ == "__main__":
+    main()

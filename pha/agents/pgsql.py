@@ -189,14 +189,24 @@ class Ctx:
         return decide.ReplInfo.parse(self.crm.get_property(REPL_INFO, set_name=PROPERTY_SET))
 
     def lock_held(self) -> Optional[bool]:
-        """True/False with enable_distlock, None without a lock."""
+        """Take or renew the lock: True/False with enable_distlock, None without one."""
         if not self.res.params["enable_distlock"]:
             return None
+        if "lock" not in self.res.memo:  # once per action
+            self.res.memo["lock"] = self._lock_cmd("distlock_lock_cmd")
+        return bool(self.res.memo["lock"])
+
+    def unlock(self) -> None:
+        if self.res.params["enable_distlock"] and self.res.params["distlock_unlock_cmd"]:
+            if not self._lock_cmd("distlock_unlock_cmd"):
+                self.log.warning("could not release the distributed lock")
+
+    def _lock_cmd(self, param: str) -> bool:
         import shlex
         import subprocess
-        cmd = str(self.res.params["distlock_lock_cmd"])
         try:
-            return subprocess.run(shlex.split(cmd), capture_output=True, timeout=10).returncode == 0
+            return subprocess.run(shlex.split(str(self.res.params[param])), capture_output=True,
+                                  timeout=10).returncode == 0
         except (OSError, subprocess.TimeoutExpired):
             return False
 
@@ -372,6 +382,8 @@ def stop(res: ocf.Resource) -> int:
         ctx.pg.stop(int(res.params["stop_escalate"]), immediate=not quorate)
     except PgError as err:
         raise ocf.OCFError(ocf.ERR_GENERIC, str(err)) from None
+    if ctx.load().get("primary"):
+        ctx.unlock()
     state = ctx.load()
     try:
         ctx.publish(state, ctx.me, ATTR_STATUS, decide.STOP)
@@ -425,6 +437,11 @@ def monitor_primary(ctx: Ctx, conn, state: dict) -> int:
     views = decide.standby_views(ctx.nodes, ctx.me, standbys, ctx.sync, int(ctx.res.params["max_lag"]))
     views[ctx.me] = decide.StandbyView(decide.PRI, decide.LATEST, decide.PRIMARY_SCORE)
     state["primary"] = True
+    if ctx.lock_held() is False:
+        # Someone else may be promoted now: never stay a writable primary without the lease.
+        step_aside(ctx)
+        ctx.pg.stop(1, immediate=True)
+        raise ocf.OCFError(ocf.ERR_GENERIC, "lost the distributed lock: PostgreSQL stopped")
     # Other nodes write some of these too (start, stop): compare with what the
     # cluster holds now, one crm_mon, and write only the differences.
     from pha import crm
@@ -659,6 +676,7 @@ def demote(res: ocf.Resource) -> int:
             raise ocf.OCFError(ocf.ERR_GENERIC, str(err)) from None
         state.update(primary=False, held=False, published={})
         ctx.save(state)
+        ctx.unlock()
         res.log.info("demoted by stopping: the same transition stops this node")
         return ocf.SUCCESS
     try:
@@ -667,6 +685,7 @@ def demote(res: ocf.Resource) -> int:
         ctx.pg.set_standby(True)
         state.update(primary=False, held=False, rounds=0, published={})
         ctx.save(state)
+        ctx.unlock()
         ctx.publish(state, ctx.me, ATTR_STATUS, decide.HS_ALONE)
         timeout = max(10, int(res.meta("timeout", "120000")) / 1000 - 10)
         ctx.pg.start(timeout)
