@@ -113,3 +113,28 @@ def test_attributes_join_the_snapshot_and_their_failure_is_no_error() -> None:
     assert run(scenario(attrs_ok)).attributes == {"pgsql-status": "PRI"}
     broken = run(scenario(attrs_broken))
     assert broken.running and broken.attributes == {}
+
+
+def test_slow_attribute_reads_do_not_delay_refreshes() -> None:
+    reads = []
+
+    async def slow_attrs() -> dict:
+        reads.append(len(reads))
+        await asyncio.sleep(0.3)
+        return {"pgsql-status": f"read-{len(reads)}"}
+
+    async def scenario():
+        clock = Clock()
+        cache = StateCache(ScriptedProbe(), interval=1.0, timeout=1.0, attributes=slow_attrs, clock=clock)
+        loop = asyncio.get_running_loop()
+        first = await cache.get()                  # nothing read yet: waits for the attributes
+        clock.now += 1.5
+        start = loop.time()
+        second = await cache.get()                 # recent attributes: answers without waiting
+        waited = loop.time() - start
+        await asyncio.sleep(0.4)                   # the background read lands in the cached snapshot
+        return first, second, waited, cache.fresh()
+    first, second, waited, later = run(scenario())
+    assert first.attributes == {"pgsql-status": "read-1"}
+    assert second.attributes == {"pgsql-status": "read-1"} and waited < 0.2
+    assert later.attributes == {"pgsql-status": "read-2"}
