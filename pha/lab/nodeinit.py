@@ -4,7 +4,8 @@ Started by `Lab.up` as
     nsenter --net=/run/netns/pha-nodeN unshare --mount --uts --ipc --pid --fork --mount-proc \
         python -m pha.lab.nodeinit SPEC.json
 it gives the node its own hostname, sysfs, per-node directories (bind mounts
-from the lab state), tmpfs /run, /dev/shm and /tmp, then starts corosync and
+from the lab state), tmpfs /run, /dev/shm and /tmp (not /tmp when pha runs from
+there), then starts corosync and
 pacemakerd and reaps orphans. SIGTERM stops pacemaker, then PostgreSQL, then
 corosync, and exits; the kernel then kills whatever is left in the node's PID
 namespace. Mount propagation is private (unshare's default), so no mount
@@ -62,9 +63,17 @@ def set_up_filesystem(binds: list[list[str]]) -> None:
             raise FileNotFoundError(f"bind target {target} does not exist on the host")
         mount(source, target, flags=MS_BIND)
     for target, mode in config.NODE_TMPFS.items():
+        if target == "/tmp" and any(p.startswith("/tmp/") for p in code_paths()):
+            continue  # pha itself lives there: a fresh tmpfs would hide it from the node
         mount("tmpfs", target, "tmpfs", data=f"mode={mode:o}")
     for path, (mode, owner, group) in config.NODE_RUN_DIRS.items():
         make_dir(path, mode, owner, group)
+
+
+def code_paths() -> list[str]:
+    """Where this interpreter and pha live (nodes run both)."""
+    import pha
+    return [os.path.realpath(sys.prefix), os.path.realpath(os.path.dirname(pha.__file__))]
 
 
 def start_stack() -> dict[str, int]:

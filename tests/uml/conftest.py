@@ -88,7 +88,10 @@ class GuestRun:
             return
         share = Path(tempfile.mkdtemp(prefix="pha-uml-"))
         report = share / "outcomes.json"
-        argv = [sys.executable, str(UML_RUN), "--rw", str(share), "--mem", GUEST_MEMORY,
+        # The guest mounts fresh tmpfs on these: a checkout or venv below one must be passed in.
+        hidden = ("/tmp/", "/var/tmp/", "/run/", "/dev/shm/")
+        rw = [str(share), *(p for p in {str(REPO), sys.prefix} if p.startswith(hidden))]
+        argv = [sys.executable, str(UML_RUN), *(f"--rw={d}" for d in rw), "--mem", GUEST_MEMORY,
                 "--timeout", str(GUEST_TIMEOUT), "--env", f"PHA_UML_REPORT={report}", "--",
                 sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rfEs",
                 "--rootdir", str(REPO), "-c", str(REPO / "setup.cfg"), *self.nodeids]
