@@ -32,6 +32,7 @@ ATTR_LAG = "pgsql-replay-lag"           # transient, on standbys: bytes received
 ATTR_RECEIVER = "pgsql-receiver"        # transient, on standbys: WAL receiver status
 ATTR_BASELINE = "pgsql-master-baseline"  # transient, on the primary: LSN at promotion
 FALLBACK_GRACE = 5.0                    # seconds after a promotion for the standbys to reconnect
+SETTLE = 3.0                            # seconds after a promotion before the primary writes attributes
 
 
 def _port(value: ocf.Value) -> Optional[str]:
@@ -442,6 +443,8 @@ def monitor_primary(ctx: Ctx, conn, state: dict) -> int:
         step_aside(ctx)
         ctx.pg.stop(1, immediate=True)
         raise ocf.OCFError(ocf.ERR_GENERIC, "lost the distributed lock: PostgreSQL stopped")
+    if time.time() - state.get("promoted_at", 0) < SETTLE:
+        return ocf.RUNNING_PROMOTED
     # Other nodes write some of these too (start, stop): compare with what the
     # cluster holds now, one crm_mon, and write only the differences.
     from pha import crm
@@ -455,6 +458,10 @@ def monitor_primary(ctx: Ctx, conn, state: dict) -> int:
             ctx.crm.set_node_attr(ATTR_DATA, view.data_status, node=node, lifetime="forever")
         if now.get(score_name) != _score_text(view.score):
             ctx.crm.set_promotion_score(_score_text(view.score), resource=ctx.rsc, node=node)
+    if "baseline" in state:
+        ctx.crm.set_node_attr(ATTR_BASELINE, state.pop("baseline"), node=ctx.me, lifetime="reboot")
+        for standby_only in (ATTR_LSN, ATTR_TIMELINE, ATTR_RECEIVER, ATTR_LAG):
+            ctx.publish(state, ctx.me, standby_only, None)
     if ctx.res.params["replication_slot_name"]:
         ensure_slots(ctx, conn)
     if ctx.sync:
@@ -500,8 +507,12 @@ def monitor_standby(ctx: Ctx, conn, state: dict, held: bool) -> int:
     status, lag, lsn_text = receiver[0], max(0, int(receiver[1])), receiver[2]
     timeline = max(int(receiver[3]), ctx.pg.wal_timeline())
     if ctx.res.params["check_wal_receiver"]:
-        ctx.publish(state, ctx.me, ATTR_RECEIVER, status)
-        ctx.publish(state, ctx.me, ATTR_LAG, str(lag))
+        # Publish a change only once two monitors agree: a failover's passing
+        # "stopped" would otherwise abort Pacemaker's transition. Lag in MiB steps.
+        if state.get("receiver_seen") == status:
+            ctx.publish(state, ctx.me, ATTR_RECEIVER, status)
+        state["receiver_seen"] = status
+        ctx.publish(state, ctx.me, ATTR_LAG, str(lag >> 20 << 20))
     lsn = decide.parse_lsn(lsn_text) if lsn_text else 0
     if status == "streaming":
         state["rounds"] = 0
@@ -529,7 +540,13 @@ def elect_if_leaderless(ctx: Ctx, state: dict, timeline: int, lsn: int) -> None:
     from pha import crm
     status = crm.crm_mon(ctx.crm)
     attrs = status.node_attributes
-    if any(attrs.get(n, {}).get(ATTR_STATUS) == decide.PRI for n in ctx.nodes if n != ctx.me):
+    online = set(status.online_nodes())
+    score_name = f"master-{ctx.rsc}"
+    # A primary, or a node Pacemaker can promote already (the sync standby the
+    # last primary marked): no election, and no attribute churn to abort
+    # Pacemaker's transition.
+    if any(attrs.get(n, {}).get(ATTR_STATUS) == decide.PRI for n in ctx.nodes if n != ctx.me) or any(
+            n in online and _promotable(attrs.get(n, {}).get(score_name)) for n in ctx.nodes):
         state["rounds"] = 0
         return
     ctx.publish(state, ctx.me, ATTR_LSN, decide.lsn_attr(lsn))
@@ -537,7 +554,6 @@ def elect_if_leaderless(ctx: Ctx, state: dict, timeline: int, lsn: int) -> None:
     state["rounds"] = state.get("rounds", 0) + 1
     if state["rounds"] < int(ctx.res.params["xlog_check_count"]):
         return
-    online = set(status.online_nodes())
     candidates, starting = [], []
     for node in ctx.nodes:
         a = attrs.get(node, {})
@@ -554,6 +570,10 @@ def elect_if_leaderless(ctx: Ctx, state: dict, timeline: int, lsn: int) -> None:
     ranking = decide.elect(candidates, ctx.nodes, ctx.sync)
     ctx.score(ctx.me, decide.election_score(ctx.me, ranking))
     ctx.log.info(f"no primary: election ranks {ranking or 'nobody'}")
+
+
+def _promotable(score: Optional[str]) -> bool:
+    return score is not None and score != "-INFINITY" and (score == "INFINITY" or int(score) > 0)
 
 
 def role(ctx: Ctx) -> Optional[str]:
@@ -624,18 +644,15 @@ def finish_held_promotion(ctx: Ctx, conn, state: dict) -> int:
 
 
 def became_primary(ctx: Ctx, state: dict, baseline: str) -> None:
-    state.update(primary=True, rounds=0, promoted_at=time.time(), published={})
+    """After promotion: the sync setting now, the attributes at the first
+    monitor after SETTLE seconds (every CIB write aborts the transition that
+    is about to start the writer VIP)."""
+    state.update(primary=True, rounds=0, promoted_at=time.time(), published={}, baseline=baseline)
     ctx.pg.set_standby(False)
     if ctx.sync:
         ctx.pg.write_conf(conf_settings(ctx, decide.sync_standby_names(ctx.nodes, ctx.me)))
         with ctx.pg.connect() as conn:
             conn.execute("select pg_reload_conf()")
-    ctx.publish(state, ctx.me, ATTR_STATUS, decide.PRI)
-    ctx.publish(state, ctx.me, ATTR_DATA, decide.LATEST, lifetime="forever")
-    ctx.publish(state, ctx.me, ATTR_BASELINE, baseline)
-    for standby_only in (ATTR_LSN, ATTR_TIMELINE, ATTR_RECEIVER, ATTR_LAG):
-        ctx.publish(state, ctx.me, standby_only, None)
-    ctx.score(ctx.me, decide.PRIMARY_SCORE)
     ctx.save(state)
 
 
@@ -662,12 +679,26 @@ def wait_replayed(conn, seconds: float) -> None:
         time.sleep(0.05)
 
 
+def stopping_here(ctx: Ctx) -> bool:
+    """Whether this demote is followed by a stop of this instance: the clone is
+    being disabled, or this node shuts down. (With notify=true the pre-demote
+    notification says so too; this works without notifications.)"""
+    from pha import crm
+    try:
+        status = crm.crm_mon(ctx.crm)
+    except Exception:
+        return False
+    clone = next((r for r in status.resources if r.clone and r.id.split(":")[0] == ctx.rsc), None)
+    me = status.node(ctx.me)
+    return bool((clone and clone.target_role == "Stopped") or (me and me.shutdown))
+
+
 @AGENT.handler("demote")
 def demote(res: ocf.Resource) -> int:
     ctx = ctx_of(res)
     from pha.pgsql.instance import PgError
     state = ctx.load()
-    if state.pop("stop_follows", False):
+    if state.pop("stop_follows", False) or stopping_here(ctx):
         # This transition stops us too: shut down as the primary, cleanly, so a
         # restart of the whole cluster brings this node back without a new timeline.
         try:
@@ -686,6 +717,7 @@ def demote(res: ocf.Resource) -> int:
         state.update(primary=False, held=False, rounds=0, published={})
         ctx.save(state)
         ctx.unlock()
+        ctx.score(ctx.me, 1)  # no longer the primary's 1000; the new primary rates it
         ctx.publish(state, ctx.me, ATTR_STATUS, decide.HS_ALONE)
         timeout = max(10, int(res.meta("timeout", "120000")) / 1000 - 10)
         ctx.pg.start(timeout)
@@ -708,11 +740,6 @@ def notify(res: ocf.Resource) -> int:
         state = ctx.load()
         state["stop_follows"] = ctx.me in n["stop"]
         ctx.save(state)
-    elif n.is_pre and n.operation == "promote":
-        state = ctx.load()
-        if role(ctx) == "standby":
-            publish_position(ctx, state)
-            ctx.save(state)
     elif n.is_post and n.operation == "promote" and ctx.me not in n["promote"]:
         reconnect_receiver(ctx)
     return ocf.SUCCESS
