@@ -568,7 +568,10 @@ def elect_if_leaderless(ctx: Ctx, state: dict, timeline: int, lsn: int) -> None:
         ctx.log.info(f"no primary: waiting for {', '.join(starting)} to publish its position")
         return
     ranking = decide.elect(candidates, ctx.nodes, ctx.sync)
-    ctx.score(ctx.me, decide.election_score(ctx.me, ranking))
+    # Every elector writes the whole ranking (the same from the same data), so
+    # the winner is promotable at once, even before its own monitor runs.
+    for candidate in candidates:
+        ctx.score(candidate.node, decide.election_score(candidate.node, ranking))
     ctx.log.info(f"no primary: election ranks {ranking or 'nobody'}")
 
 
@@ -698,6 +701,13 @@ def demote(res: ocf.Resource) -> int:
     ctx = ctx_of(res)
     from pha.pgsql.instance import PgError
     state = ctx.load()
+    if not ctx.pg.is_running():
+        # A failed primary: Pacemaker stops (and maybe restarts) it next; starting it
+        # as a standby here would only delay the promotion elsewhere.
+        state.update(primary=False, held=False, published={})
+        ctx.save(state)
+        res.log.info("demoted a primary that was not running")
+        return ocf.SUCCESS
     if state.pop("stop_follows", False) or stopping_here(ctx):
         # This transition stops us too: shut down as the primary, cleanly, so a
         # restart of the whole cluster brings this node back without a new timeline.

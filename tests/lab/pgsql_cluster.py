@@ -212,3 +212,15 @@ def wait_for(what: str, check: Callable[[], T], timeout: float, step: float = 0.
                     detail = exc
             raise LabError(f"{what}: not within {timeout:.0f}s ({detail})")
         time.sleep(step)
+
+
+def rejoined_or_refused(lab, old: str, observers: list[str]) -> str:
+    """Wait until the old primary streams again, or the fork guard refused it."""
+    def verdict() -> str:
+        view = status(lab, observers)
+        refusals = [f for f in view.failures if f.node == old and "cls_repair_by_pg_rewind" in f.exit_reason]
+        if refusals:
+            return "refused: " + refusals[0].exit_reason
+        data = view.attribute(old, "pgsql-data-status") or ""
+        return "rejoined" if old in view.unpromoted_nodes(CLONE) and data.startswith("STREAMING") else ""
+    return wait_for(f"{old} rejoined or refused", verdict, timeout=90)[0]
