@@ -20,6 +20,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "lab": ("pha.lab.cli:lab", "A namespace lab cluster on this machine."),
     "distlock": ("pha.distlock:distlock",
                  "A lease in PostgreSQL: the pgsql agent's lock for 2-node clusters."),
+    "health": ("pha.health.cli:health", "Serve HTTP health checks for HAProxy (run on every node)."),
+    "haproxy-cfg": ("pha.haproxy:gencfg_haproxy", "Render a haproxy.cfg checked against pha health."),
     "get-active-slaves": ("pha.discovery:get_active_slaves_cmd",
                           "Print the streaming standbys, as the primary sees them."),
     "check-active-slave": ("pha.discovery:check_active_slave_cmd",

@@ -26,10 +26,10 @@ comments and `[section]` lines are ignored). Keys read here:
 | haproxy_check_timeout | haproxy_inter | time a check may take |
 | haproxy_maxconn | 1000 | global connection limit |
 
-No secret of the config (passwords) ever reaches the output. Note that
-HAProxy starts with every server up until its checks say otherwise, so the
-read-write port may reach a standby during the first inter x fall after a
-(re)start of HAProxy; a standby refuses writes, so nothing is written there.
+No secret of the config (passwords) ever reaches the output. HAProxy 2.6
+checks every server as it starts and marks one that fails that first check
+down at once (measured), so a restarted HAProxy does not send writers to a
+standby; a standby would refuse their writes anyway.
 """
 from __future__ import annotations
 

@@ -74,7 +74,6 @@ class PostgresProbe:
         self.dsn = dsn
         self.timeout = timeout
         self._conn: Any = None
-        self.queries = 0
 
     async def _connect(self) -> Any:
         import psycopg
@@ -89,7 +88,6 @@ class PostgresProbe:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = await self._connect()
-            self.queries += 1
             cursor = await self._conn.execute(STATE_SQL)
             row = await cursor.fetchone()
             if row is None:
@@ -116,7 +114,7 @@ def read_pha_attributes(timeout: float) -> dict[str, str]:
     """This node's pha attributes that are set; {} when Pacemaker is absent or does not answer."""
     from pha import crm
     bridge = crm.Crm(timeout=timeout)
-    found = {}
+    found: dict[str, str] = {}
     for name in PHA_ATTRIBUTES:
         try:
             value = bridge.get_node_attr(name, lifetime="reboot")

@@ -223,7 +223,7 @@ class _Connection(asyncio.Protocol):
             self.refused()
             return
         if not service.admit(self):
-            transport.abort()
+            self.abort()
             return
         self.admitted()
 

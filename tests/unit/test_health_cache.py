@@ -9,7 +9,7 @@ from pha.health.probe import StateCache
 
 pytestmark = pytest.mark.unit
 
-PRIMARY_ROW = (False, "0/3000060", 1, None, None, None, None, None, None, None, 150004, [])
+PRIMARY_ROW: tuple = (False, "0/3000060", 1, None, None, None, None, None, None, None, 150004, [])
 
 
 class ScriptedProbe:
@@ -116,7 +116,7 @@ def test_attributes_join_the_snapshot_and_their_failure_is_no_error() -> None:
 
 
 def test_slow_attribute_reads_do_not_delay_refreshes() -> None:
-    reads = []
+    reads: list[int] = []
 
     async def slow_attrs() -> dict:
         reads.append(len(reads))
