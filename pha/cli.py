@@ -12,6 +12,7 @@ import sys
 import click
 
 from pha import __version__
+from pha.commands.registry import COMMANDS
 
 # pha subcommand -> ("module:attribute" of a click command or group, one-line help).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -26,10 +27,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                           "Print the streaming standbys, as the primary sees them."),
     "check-active-slave": ("pha.discovery:check_active_slave_cmd",
                            "Print t when HOST is a standby in recovery, else f."),
+    **COMMANDS,  # the cluster commands: gencfg, setup, status, online-switch...
 }
 
-# Original pha4pgsql command name -> pha subcommand. The commands themselves
-# arrive with the cluster-commands issue; until then they say so.
+# Original pha4pgsql command name -> pha subcommand.
 CLS_COMMANDS: dict[str, str] = {
     "cls_start": "start",
     "cls_stop": "stop",
@@ -59,35 +60,19 @@ def _load(target: str) -> click.Command:
     return getattr(importlib.import_module(module), attr)
 
 
-def _not_yet(name: str, original: str) -> click.Command:
-    @click.command(name=name, context_settings={"ignore_unknown_options": True},
-                   help=f"{original}: not yet implemented.")
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def command(args: tuple[str, ...]) -> None:
-        click.echo(f"pha {name} ({original}) is not yet implemented", err=True)
-        sys.exit(3)
-    return command
-
-
 class LazyGroup(click.Group):
     """A group whose subcommands are imported on first use (help needs none)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*SUBCOMMANDS, *CLS_COMMANDS.values()])
+        return sorted(SUBCOMMANDS)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, SUBCOMMANDS[name][1]) for name in SUBCOMMANDS]
-        rows += [(sub, f"{original} (not yet implemented)") for original, sub in CLS_COMMANDS.items()]
         with formatter.section("Commands"):
-            formatter.write_dl(sorted(rows))
+            formatter.write_dl(sorted((name, SUBCOMMANDS[name][1]) for name in SUBCOMMANDS))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in SUBCOMMANDS:
-            return _load(SUBCOMMANDS[name][0])
-        for original, sub in CLS_COMMANDS.items():
-            if name in (sub, original):
-                return _not_yet(sub, original)
-        return None
+        name = CLS_COMMANDS.get(name, name)  # `pha cls_status` works too
+        return _load(SUBCOMMANDS[name][0]) if name in SUBCOMMANDS else None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

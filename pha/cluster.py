@@ -34,6 +34,7 @@ PHA_AGENT = "ocf:pha:pgsql"
 STOCK_AGENT = "ocf:heartbeat:pgsql"
 AGENTS = (PHA_AGENT, STOCK_AGENT)
 REP_MODES = ("sync", "async")
+PHA_STATUS_ATTRIBUTE = "pgsql-status"
 STREAMING_STANDBY_STATUSES = ("HS:sync", "HS:potential", "HS:async")
 """`<id>-status` values of a hot standby that streams from the primary."""
 
@@ -89,7 +90,7 @@ class ClusterSpec:
     vip_monitor: int = 2
     vip_timeout: int = 20
     migration_threshold: int = 1
-    failure_timeout: int = 60
+    failure_timeout: int = 20
     resource_stickiness: int = 100
     reader_preference: int = 200
 
@@ -99,8 +100,9 @@ class ClusterSpec:
 
     @property
     def status_attribute(self) -> str:
-        """The node attribute the agent publishes its PRI / HS:* state in."""
-        return f"{self.resource_id}-status"
+        """The node attribute the agent publishes its PRI / HS:* state in: pha's has a
+        fixed name (pha.agents.pgsql.ATTR_STATUS), the stock agent's follows the resource id."""
+        return PHA_STATUS_ATTRIBUTE if self.agent == PHA_AGENT else f"{self.resource_id}-status"
 
     def setting(self, name: str) -> int:
         """A monitor setting: the field's value, or the agent's default."""

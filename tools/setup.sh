@@ -24,11 +24,9 @@ PY=${PYTHON:-/usr/bin/python3}  # Debian's: every user can run it (agents run as
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
 [ "${1:-}" = --main ] || exit 0
-# The main job: a 3-node lab, pha's vip agent as a Pacemaker resource, the status.
+# The main job: a 3-node lab cluster with pha's agents (pgsql, writer and reader VIPs), then its status.
 pha=.venv/bin/pha
 $pha lab up --force
-$pha lab exec node1 pcs resource create writer-vip ocf:pha:vip ip=10.78.0.100 cidr_netmask=24 \
-     op monitor interval=5s
-$pha lab exec node1 crm_resource --wait --timeout=60s
-$pha lab exec node1 crm_mon --one-shot --inactive --show-detail
-echo "The lab stays up: '$pha lab status', '$pha lab exec node1 crm_mon', '$pha lab down'."
+$pha setup templates/lab.ini
+$pha lab exec node1 "$PWD/.venv/bin/pha" status
+echo "The lab stays up: '$pha lab exec node1 crm_mon', '$pha lab status', '$pha lab down'."

@@ -241,9 +241,10 @@ def validate(res: ocf.Resource) -> None:
     try:
         st = os.stat(pgdata)
     except OSError:
-        raise ocf.OCFError(ocf.ERR_CONFIGURED, f"parameter pgdata={pgdata}: no such directory") from None
+        # This node's problem (a wiped disk, say): ERR_INSTALLED keeps the others running.
+        raise ocf.OCFError(ocf.ERR_INSTALLED, f"parameter pgdata={pgdata}: no such directory") from None
     if not os.path.exists(os.path.join(pgdata, "PG_VERSION")):
-        raise ocf.OCFError(ocf.ERR_CONFIGURED, f"parameter pgdata={pgdata}: not a PostgreSQL data directory")
+        raise ocf.OCFError(ocf.ERR_INSTALLED, f"parameter pgdata={pgdata}: not a PostgreSQL data directory")
     if st.st_uid != account.pw_uid or st.st_mode & 0o027:
         raise ocf.OCFError(ocf.ERR_CONFIGURED, f"parameter pgdata={pgdata}: must be owned by "
                            f"{p['pgdba']} with mode 0700 or 0750")
@@ -365,7 +366,8 @@ def guard(ctx: Ctx, info: Optional[decide.ReplInfo], timeline: int, lsn: int) ->
     history = decide.parse_history(history_text) if history_text else None
     why = decide.forked(timeline, lsn, info, history)
     if why and info:
-        why += "; repair this node with cls_repair_by_pg_rewind (or cls_rebuild_slave)"
+        # First, as Pacemaker keeps only ~128 characters of an exit reason.
+        why = "repair with cls_repair_by_pg_rewind: " + why
         os.makedirs(os.path.dirname(marker), mode=0o700, exist_ok=True)
         with open(marker, "w") as f:
             f.write(info.render() + "\n" + why)
@@ -385,6 +387,10 @@ def stop(res: ocf.Resource) -> int:
         raise ocf.OCFError(ocf.ERR_GENERIC, str(err)) from None
     if ctx.load().get("primary"):
         ctx.unlock()
+    try:
+        ctx.crm.delete_promotion_score(resource=ctx.rsc, node=ctx.me)  # a stopped node is not promotable
+    except Exception as err:
+        res.log.warning(f"could not delete this node's promotion score: {err}")
     state = ctx.load()
     try:
         ctx.publish(state, ctx.me, ATTR_STATUS, decide.STOP)

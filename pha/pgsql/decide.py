@@ -90,9 +90,8 @@ def forked(local_timeline: int, local_lsn: int, info: Optional[ReplInfo],
     if left_at is None:
         return None  # not enough history to judge; PostgreSQL itself will refuse to stream
     if local_lsn > left_at:
-        return (f"timeline {local_timeline} forked: this node's WAL goes to {format_lsn(local_lsn)}, "
-                f"past {format_lsn(left_at)} where the cluster left it for timeline "
-                f"{local_timeline + 1}")
+        return (f"timeline {local_timeline} forked: WAL to {format_lsn(local_lsn)}, "
+                f"past {format_lsn(left_at)} (timeline {local_timeline + 1})")
     return None
 
 

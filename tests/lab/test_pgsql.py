@@ -155,7 +155,7 @@ GOOD = {"pgdata": PGDATA, "socketdir": "/run/postgresql", "node_list": "node1 no
 
 
 @pytest.mark.parametrize("changes, rc, reason", [
-    ({"pgdata": "/var/lib/postgresql/15/nope"}, 6, "parameter pgdata=/var/lib/postgresql/15/nope: no such directory"),
+    ({"pgdata": "/var/lib/postgresql/15/nope"}, 5, "parameter pgdata=/var/lib/postgresql/15/nope: no such directory"),
     ({"node_list": "node2 node3"}, 6, "parameter node_list=node2 node3 does not hold this node (node1)"),
     ({"pgport": "70000"}, 6, "parameter pgport=70000 must be a port"),
     ({"rep_mode": "semi"}, 6, "parameter rep_mode=semi must be one of async, sync"),

@@ -13,9 +13,11 @@ acknowledged every insert.
 
 `stop_and_check(primary)` stops the loop, reads every id on `primary` and
 returns a WriterResult: acknowledged inserts missing there (lost), the write
-unavailability around the fault `mark()` recorded (last acknowledgement
-before it to the first after it), and whether two servers took turns
-acknowledging (two primaries accepting writes through the VIP).
+unavailability after the fault `mark()` recorded (the longest gap between two
+acknowledgements that ends after it: for a crash, the last acknowledgement
+before it to the first after it; for a switchover, the gap while the primary
+changes hands), and whether two servers took turns acknowledging (two
+primaries accepting writes through the VIP).
 """
 from __future__ import annotations
 
@@ -38,7 +40,6 @@ TABLE_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 2  # libpq's minimum
-SYNC_WAIT_CANCELLED = "canceling wait for synchronous replication"
 
 # Runs in the client namespace: argv = host port table interval connect_timeout.
 WRITER_PROGRAM = r"""
@@ -189,7 +190,7 @@ def analyse(records: list[dict], present_ids: Iterable[int], checked_on: str,
         result.last_ack_before = before[-1] if before else None
         result.first_ack_after = after[0] if after else None
         if before and after:
-            result.unavailability = after[0] - before[-1]
+            result.unavailability = max(b - a for a, b in zip(times, times[1:]) if b > fault_at)
     return result
 
 

@@ -1,0 +1,368 @@
+"""From config.ini to a running configuration: `pha gencfg` and `pha setup`.
+
+`pcs_commands(config)` is pure: the pcs command lines of the config's
+template, built on pha.cluster (the pgsql clone, writer and reader VIPs) plus
+what the templates add:
+
+- dual: no-quorum-policy=ignore, and the lock (`pha distlock`) required for
+  promotion, since two nodes cannot tell quorum apart from a split;
+- muti: N nodes, no-quorum-policy=stop;
+- muti_with_lvs: muti plus the LVS director `ocf:pha:lvsdr` with the reader
+  VIP (so on a streaming standby) and the real-server clone
+  `ocf:pha:lvsdr-realsvr` on the Unpromoted nodes;
+- three_plus_x: 3 Pacemaker nodes; the readers outside the cluster stream from
+  the writer VIP and the director finds every streaming standby in the
+  primary's pg_stat_replication.
+
+`render_script` writes them as the shell script `pha gencfg` prints: pcs calls
+against a copy of the CIB (`pcs -f`), pushed as one diff. `setup` applies the
+same commands on a cluster node, idempotently: the resources pha owns are
+rebuilt from scratch in a copy of the live CIB, and the copy is pushed only
+when it differs from the live one (`crm_diff`), so a second run changes
+nothing. Constraints that `crm_resource --move/--ban` made on pha's resources
+(cli-*) are kept.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import shlex
+from typing import Callable, NamedTuple, Optional, Sequence
+
+from pha import __version__, cluster, crm
+from pha.config import Config
+
+LVS_ID = "lvsdr"
+REALSVR_ID = "lvsdr-realsvr"
+REALSVR_CLONE = f"{REALSVR_ID}-clone"
+STREAMING_STANDBY_REGEX = "|".join(cluster.STREAMING_STANDBY_STATUSES)
+LAG_ATTRIBUTE = "pgsql-replay-lag"   # published by ocf:pha:pgsql on the standbys
+SCRIPT_CIB = "pha-cib.xml"
+SCRIPT_ORIGINAL = "pha-cib.orig.xml"
+WORKDIR_PREFIX = "/tmp/pha-setup."
+PUSH_TIMEOUT = 120.0
+
+Progress = Callable[[str], None]
+
+
+class SetupError(RuntimeError):
+    """The cluster cannot be configured as config.ini says (and why)."""
+
+
+# --- the commands (pure) ----------------------------------------------------------
+def lock_command(config: Config, action: str) -> str:
+    """The agent's distlock_lock_cmd / distlock_unlock_cmd: a `pha distlock` call."""
+    argv = shlex.split(str(config["pha_command"])) + [
+        "distlock", "--conninfo", str(config["pgsql_distlock_conninfo"]),
+        "--name", str(config["pgsql_distlock_lockname"])]
+    if action == "lock":
+        argv += ["--ttl", str(config["pgsql_distlock_ttl"])]
+    return shlex.join(argv + [action])
+
+
+def pgsql_params(config: Config) -> dict[str, object]:
+    """ocf:pha:pgsql's instance attributes from config.ini (no password: a passfile path at most)."""
+    params: dict[str, object] = {
+        "pgctl": config["pgsql_pgctl"], "pgdata": config["pgsql_pgdata"],
+        "pgport": config["pgsql_pgport"], "pgdba": config["pgsql_pgdba"],
+        "socketdir": config["pgsql_socketdir"], "repuser": config["pgsql_repuser"],
+    }
+    optional = {"config": "pgsql_config", "logfile": "pgsql_logfile", "tmpdir": "pgsql_tmpdir",
+                "passfile": "pgsql_passfile", "restore_command": "pgsql_restore_command"}
+    params.update({name: config[key] for name, key in optional.items() if config[key]})
+    if config["max_lag"] and config["pgsql_rep_mode"] == "async":
+        params["max_lag"] = config["max_lag"]   # the sync standby must stay promotable
+    if config.distlock:
+        params.update(enable_distlock=True, distlock_lock_cmd=lock_command(config, "lock"),
+                      distlock_unlock_cmd=lock_command(config, "unlock"))
+    return params
+
+
+def cluster_spec(config: Config) -> cluster.ClusterSpec:
+    """The pha.cluster description of the config's pgsql clone and VIPs."""
+    return cluster.ClusterSpec(
+        nodes=config.cluster_nodes, writer_ip=str(config["writer_vip"]),
+        reader_ip=str(config["reader_vip"]) if config["reader_vip"] else None,
+        rep_mode=str(config["pgsql_rep_mode"]), pgsql_params=pgsql_params(config),
+        nic=str(config["vip_nic"]) if config["vip_nic"] else None,
+        cidr_netmask=int(config["vip_cidr_netmask"]))  # type: ignore[arg-type]
+
+
+def discovery_conninfo(config: Config) -> str:
+    """three_plus_x: where the director asks for the streaming standbys (the writer VIP)."""
+    parts = [f"host={config['writer_vip']}", f"port={config['pgsql_pgport']}",
+             f"user={config['pgsql_repuser']}", "dbname=postgres", "connect_timeout=3"]
+    if config["pgsql_passfile"]:
+        parts.append(f"passfile={config['pgsql_passfile']}")
+    return " ".join(parts)
+
+
+def lvs_commands(config: Config, spec: cluster.ClusterSpec) -> list[list[str]]:
+    """The LVS director and the real-server clone (muti_with_lvs, three_plus_x with enable_lvs)."""
+    reader = str(config["reader_vip"])
+    params = {"vip": reader, "port": config["pgsql_pgport"], "scheduler": config["lvs_scheduler"],
+              "default_weight": config["lvs_default_weight"]}
+    if config["lvs_persistent_timeout"]:
+        params["persistent_timeout"] = config["lvs_persistent_timeout"]
+    if config["lvs_weight_of_realservers"]:
+        params["weight_of_realservers"] = config["lvs_weight_of_realservers"]
+    if config.template == "three_plus_x":
+        params["realserver_discovery_conninfo"] = discovery_conninfo(config)
+    else:
+        params.update(realserver_dependent_resource=REALSVR_CLONE,
+                      realserver_dependent_attribute_name=spec.status_attribute,
+                      realserver_dependent_attribute_value=STREAMING_STANDBY_REGEX,
+                      lag_attribute_name=LAG_ATTRIBUTE)
+    if config["max_lag"]:
+        params["max_lag"] = config["max_lag"]
+    if config["allowed_networks"]:
+        params["allowed_networks"] = " ".join(config["allowed_networks"])  # type: ignore[arg-type]
+    if config["lvs_inhibit_on_failure"]:
+        params["inhibit_on_failure"] = "true"
+    ops = ["op", "start", "timeout=20s", "op", "stop", "timeout=20s",
+           "op", "monitor", "interval=3s", "timeout=20s"]
+    return [
+        ["pcs", "resource", "create", LVS_ID, "ocf:pha:lvsdr",
+         *(f"{name}={value}" for name, value in params.items()), *ops],
+        ["pcs", "resource", "create", REALSVR_ID, "ocf:pha:lvsdr-realsvr", f"vip={reader}",
+         f"nic_lo={config['lvs_realsvr_nic_lo']}",
+         "op", "start", "timeout=20s", "op", "stop", "timeout=20s",
+         "op", "monitor", "interval=10s", "timeout=20s",
+         "clone", REALSVR_CLONE, "clone-node-max=1"],
+        # the director goes with the reader VIP, which prefers a streaming standby
+        ["pcs", "constraint", "colocation", "add", LVS_ID, "with", spec.reader_vip_id, "INFINITY"],
+        ["pcs", "constraint", "order", "start", LVS_ID, "then", "start", spec.reader_vip_id,
+         "kind=Optional"],
+        # real servers: the standbys (VIP on lo, ARP sysctls); never the primary
+        ["pcs", "constraint", "colocation", "add", REALSVR_CLONE, "with", "Unpromoted", spec.clone_id,
+         "INFINITY"],
+        ["pcs", "constraint", "order", "start", REALSVR_CLONE, "then", "start", LVS_ID, "kind=Optional"],
+    ]
+
+
+def pcs_commands(config: Config) -> list[list[str]]:
+    """Every pcs command line of the config's template, in order."""
+    spec = cluster_spec(config)
+    commands = cluster.pcs_commands(spec)
+    if config.template == "dual":
+        commands = [_with_property(argv, "no-quorum-policy", "ignore") for argv in commands]
+    if config.lvs:
+        commands += lvs_commands(config, spec)
+    return commands
+
+
+def _with_property(argv: list[str], name: str, value: str) -> list[str]:
+    if argv[:3] != ["pcs", "property", "set"]:
+        return argv
+    return [f"{name}={value}" if word.startswith(f"{name}=") else word for word in argv]
+
+
+def managed_ids(config: Config) -> tuple[str, ...]:
+    """The primitives `pha setup` owns: it rebuilds exactly these (and their clones)."""
+    spec = cluster_spec(config)
+    return (spec.resource_id, spec.writer_vip_id, spec.reader_vip_id, LVS_ID, REALSVR_ID)
+
+
+def render_script(config: Config, commands: Sequence[Sequence[str]]) -> str:
+    """The pcs script `pha gencfg` prints: edits of a CIB copy, pushed as one diff."""
+    nodes = " ".join(config.cluster_nodes)
+    header = [
+        "#!/bin/sh",
+        f"# pha {__version__}: Pacemaker configuration of template {config.template} "
+        f"({len(config.cluster_nodes)} nodes: {nodes})",
+        f"# generated by `pha gencfg {config.path}`; `pha setup {config.path}` applies the same",
+        "# commands idempotently. Run on a cluster node; every command edits a copy of the CIB",
+        "# (pcs -f) and the last one pushes the difference in one transaction.",
+    ]
+    if config.outside_readers:
+        header.append("# readers outside the cluster (stream from the writer VIP): "
+                      + " ".join(config.outside_readers))
+    lines = [*header, "set -e", f"pcs cluster cib {SCRIPT_ORIGINAL}", f"cp {SCRIPT_ORIGINAL} {SCRIPT_CIB}"]
+    for argv in commands:
+        if not argv or argv[0] != "pcs":
+            raise ValueError(f"{shlex.join(argv)!r} is not a pcs command")
+        lines.append(shlex.join(["pcs", "-f", SCRIPT_CIB, *argv[1:]]))
+    lines.append(f"pcs cluster cib-push {SCRIPT_CIB} diff-against={SCRIPT_ORIGINAL}")
+    return "\n".join(lines) + "\n"
+
+
+# --- reading a CIB (pure) ------------------------------------------------------------
+def _root(xml_text: str, what: str):
+    from xml.etree import ElementTree
+    try:
+        return ElementTree.fromstring(xml_text)
+    except ElementTree.ParseError as exc:
+        raise SetupError(f"{what} is not XML: {exc}") from None
+
+
+def existing_primitives(cib_xml: str, ids: Sequence[str]) -> list[str]:
+    """Which of `ids` are primitives in the CIB's resources."""
+    root = _root(cib_xml, "the CIB")
+    found = {el.get("id") for el in root.iterfind("configuration/resources//primitive")}
+    return [rsc_id for rsc_id in ids if rsc_id in found]
+
+
+def kept_constraints(cib_xml: str, ids: Sequence[str]) -> list[str]:
+    """The cli-* constraints (crm_resource --move/--ban) on `ids` or their clones, as XML text."""
+    from xml.etree import ElementTree
+    root = _root(cib_xml, "the CIB")
+    names = set(ids)
+    for clone in root.iterfind("configuration/resources/clone"):
+        if any(p.get("id") in ids for p in clone.iter("primitive")):
+            names.add(clone.get("id", ""))
+    kept = []
+    for el in root.iterfind("configuration/constraints/*"):
+        refs = {el.get(a) for a in ("rsc", "with-rsc", "first", "then")}
+        refs |= {r.get("id") for r in el.iter("resource_ref")}
+        if el.get("id", "").startswith("cli-") and refs & names:
+            kept.append(ElementTree.tostring(el, encoding="unicode").strip())
+    return kept
+
+
+def patch_changes(patch_xml: str) -> list[str]:
+    """A crm_diff patch (format 2) as lines: 'create /cib/configuration/resources/...'."""
+    if not patch_xml.strip():
+        return []
+    root = _root(patch_xml, "crm_diff's patch")
+    changes = []
+    for change in root.iter("change"):
+        path = change.get("path", "")
+        operation = change.get("operation", "")
+        if operation == "create":
+            created = next(iter(change), None)
+            if created is not None:
+                path += f"/{created.tag}" + (f"[@id='{created.get('id')}']" if created.get("id") else "")
+        changes.append(f"{operation} {path}")
+    return changes
+
+
+def cluster_members(status: crm.ClusterStatus) -> list[str]:
+    return [node.name for node in status.nodes]
+
+
+# --- applying ------------------------------------------------------------------------
+class SetupResult(NamedTuple):
+    """What setup found and did."""
+
+    changes: list[str]          # the patch, one line per change; empty: already configured
+    pushed: bool
+    where: str                  # the node the commands ran on
+
+
+def runner_for(config: Config) -> tuple[crm.Runner, str]:
+    """Where the commands run: this machine, or the config's lab node."""
+    if not config["lab"]:
+        return crm.run_command, os.uname().nodename
+    from pha.lab.core import Lab, LabError
+    try:
+        lab = Lab.load()
+    except LabError as exc:
+        raise SetupError(f"{config.path}: lab = yes, but {exc}") from None
+    node = str(config["lab_node"])
+    if node not in lab.nodes:
+        raise SetupError(f"{config.path}: lab_node={node}: the lab has {', '.join(lab.nodes)}")
+
+    def run(argv: Sequence[str], timeout: float) -> crm.CommandResult:
+        import subprocess
+        try:
+            done = lab.exec(node, list(argv), check=False, timeout=timeout, env={"LC_ALL": "C"})
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"timed out after {timeout:g}s") from None
+        return crm.CommandResult(done.returncode, done.stdout, done.stderr)
+    return run, f"lab {node}"
+
+
+def preflight(config: Config, bridge: crm.Crm, where: str) -> None:
+    """The cluster has the config's nodes, and the nodes have pha's agents."""
+    members = cluster_members(bridge.status())
+    strangers = [n for n in config.cluster_nodes if n not in members]
+    if strangers:
+        raise SetupError(f"{config.path}: {', '.join(strangers)} "
+                         f"{'is not a node' if len(strangers) == 1 else 'are not nodes'} of this cluster "
+                         f"({' '.join(members) or 'no nodes'}); check node1..nodeN and othernodes")
+    agents = ["pgsql", "vip"] + (["lvsdr", "lvsdr-realsvr"] if config.lvs else [])
+    for agent in agents:
+        path = f"{config['OCF_ROOT']}/resource.d/pha/{agent}"
+        if bridge.call(["test", "-x", path], ok=(0, 1)).returncode != 0:
+            raise SetupError(f"{where}: {path} is missing (OCF_ROOT={config['OCF_ROOT']}): "
+                             "run `pha install-agents` on every node")
+
+
+def setup(config: Config, run: crm.Runner, where: str, dry_run: bool = False,
+          progress: Optional[Progress] = None) -> SetupResult:
+    """Make the cluster's configuration what config.ini says; push only a real change."""
+    say = progress or (lambda _text: None)
+    bridge = crm.Crm(run, timeout=60.0)
+    preflight(config, bridge, where)
+    commands = pcs_commands(config)
+    ids = managed_ids(config)
+    workdir = bridge.call(["mktemp", "-d", f"{WORKDIR_PREFIX}XXXXXXXX"]).stdout.strip()
+    if not workdir.startswith(WORKDIR_PREFIX):
+        raise SetupError(f"{where}: mktemp returned {workdir!r}")
+    original, edited = f"{workdir}/original.xml", f"{workdir}/cib.xml"
+    try:
+        bridge.call(["pcs", "cluster", "cib", original])
+        live = bridge.call(["cat", original]).stdout
+        bridge.call(["cp", original, edited])
+        existing = existing_primitives(live, ids)
+        kept = kept_constraints(live, ids)
+        for rsc_id in existing:
+            bridge.call(["pcs", "-f", edited, "resource", "delete", rsc_id])
+        say(f"{where}: building the configuration ({len(commands)} pcs commands"
+            + (f", rebuilding {', '.join(existing)}" if existing else "") + ")")
+        for argv in commands:
+            bridge.call(["pcs", "-f", edited, *argv[1:]])
+        for xml_text in kept:
+            bridge.call(["env", f"CIB_file={edited}", "cibadmin", "--create", "--scope=constraints",
+                         f"--xml-text={xml_text}"], ok=(0, 1, 105))  # gone with its resource: dropped
+        diff = bridge.call(["crm_diff", "--original", original, "--new", edited, "--no-version"],
+                           ok=(0, 1))
+        changes = patch_changes(diff.stdout) if diff.returncode == 1 else []
+        if not changes or dry_run:
+            return SetupResult(changes, False, where)
+        say(f"{where}: pushing {len(changes)} change{'s' if len(changes) != 1 else ''} in one CIB diff")
+        bridge.call(["pcs", "cluster", "cib-push", edited, f"diff-against={original}"], timeout=PUSH_TIMEOUT)
+        return SetupResult(changes, True, where)
+    finally:
+        bridge.call(["rm", "-rf", "--", workdir], ok=(0, 1))
+
+
+def _passfile_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def passfile_prefix(config: Config) -> str:
+    """host:port:database:user: of the replication user's passfile entry (any host and database)."""
+    return f"*:{config['pgsql_pgport']}:*:{_passfile_escape(str(config['pgsql_repuser']))}:"
+
+
+def write_passfile(config: Config) -> Optional[str]:
+    """Put pgsql_reppassword into pgsql_passfile on this machine (0600, owned by pgsql_pgdba).
+
+    Other entries of the file are kept. Returns the path when it was written.
+    """
+    password, path = config["pgsql_reppassword"], config["pgsql_passfile"]
+    if password is None or path is None:
+        return None
+    path = str(path)
+    prefix = passfile_prefix(config)
+    entry = prefix + _passfile_escape(str(password)) + "\n"
+    try:
+        with open(path) as f:
+            lines = f.readlines()
+    except FileNotFoundError:
+        lines = []
+    if entry in lines:
+        return None
+    lines = [line for line in lines if not line.startswith(prefix)] + [entry]
+    account = pwd.getpwnam(str(config["pgsql_pgdba"]))
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    tmp = f"{path}.pha-tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, "".join(lines).encode())
+        os.fchown(fd, account.pw_uid, account.pw_gid)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return path
