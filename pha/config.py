@@ -111,16 +111,8 @@ def parse_size(text: str) -> int:
 
 
 def _check_networks(text: str) -> tuple[str, ...]:
-    networks = []
-    for item in text.replace(",", " ").split():
-        try:
-            network = ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            raise ValueError(f"{item!r} is not a network (e.g. 10.0.0.0/24)") from None
-        if network.version != 4:
-            raise ValueError(f"{item!r} is not an IPv4 network")
-        networks.append(str(network))
-    return tuple(networks)
+    from pha.agents.lvsdr import parse_networks  # the agent's own reading of the same value
+    return tuple(str(n) for n in parse_networks(text))
 
 
 def _check_conninfo(text: str) -> str:

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Optional, Union
+from typing import Callable, Iterable, Mapping, Optional, TypeVar, Union
 
 # --- return codes (OCF 1.1, plus Pacemaker's degraded codes) --------------------
 SUCCESS = 0
@@ -50,6 +50,7 @@ _TRUE = frozenset({"1", "true", "yes", "on", "y"})
 _FALSE = frozenset({"0", "false", "no", "off", "n"})
 
 Value = Union[str, int, bool, None]
+T = TypeVar("T")
 
 
 class OCFError(Exception):
@@ -310,6 +311,12 @@ class Resource:
         self.instance = env.get("OCF_RESOURCE_INSTANCE", agent.name)
         self.params = parse_params(agent.params, env)
         self.memo: dict[str, object] = {}  # per-invocation cache for the agent
+
+    def cached(self, key: str, make: Callable[[], T]) -> T:
+        """make(), computed once per invocation (validators and handlers share it)."""
+        if key not in self.memo:
+            self.memo[key] = make()
+        return self.memo[key]  # type: ignore[return-value]
 
     def meta(self, name: str, default: str = "") -> str:
         """A CRM meta attribute, e.g. meta("interval") or meta("notify_type")."""

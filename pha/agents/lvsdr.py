@@ -457,9 +457,7 @@ def _bad(name: str, value: object, problem: str) -> ocf.OCFError:
 
 
 def config_of(res: ocf.Resource) -> Config:
-    if "config" not in res.memo:
-        res.memo["config"] = build_config(res)
-    return res.memo["config"]  # type: ignore[return-value]
+    return res.cached("config", lambda: build_config(res))
 
 
 @AGENT.validator

@@ -193,9 +193,7 @@ class Ctx:
         """Take or renew the lock: True/False with enable_distlock, None without one."""
         if not self.res.params["enable_distlock"]:
             return None
-        if "lock" not in self.res.memo:  # once per action
-            self.res.memo["lock"] = self._lock_cmd("distlock_lock_cmd")
-        return bool(self.res.memo["lock"])
+        return self.res.cached("lock", lambda: self._lock_cmd("distlock_lock_cmd"))  # once per action
 
     def unlock(self) -> None:
         if self.res.params["enable_distlock"] and self.res.params["distlock_unlock_cmd"]:
@@ -221,9 +219,7 @@ def _score_text(value: int) -> str:
 
 
 def ctx_of(res: ocf.Resource) -> Ctx:
-    if "ctx" not in res.memo:
-        res.memo["ctx"] = Ctx(res)
-    return res.memo["ctx"]  # type: ignore[return-value]
+    return res.cached("ctx", lambda: Ctx(res))
 
 
 # --- validation -------------------------------------------------------------------------

@@ -97,9 +97,7 @@ class Target:
 
 def target_of(res: ocf.Resource) -> Target:
     """The resource's Target, resolved once per invocation."""
-    if "target" not in res.memo:
-        res.memo["target"] = Target(res)
-    return res.memo["target"]  # type: ignore[return-value]
+    return res.cached("target", lambda: Target(res))
 
 
 @AGENT.validator

@@ -30,3 +30,12 @@ def lab(lab_options):
     finally:
         if the_lab.state_dir.exists():
             the_lab.down()
+
+
+@pytest.fixture(scope="module")
+def sync_cluster(lab):
+    """The lab with pha's pgsql cluster in sync mode, healthy (tests/lab/pgsql_cluster.py)."""
+    from pgsql_cluster import create_pgsql_cluster
+    timings = create_pgsql_cluster(lab, rep_mode="sync")
+    print(f"pgsql cluster healthy {timings['healthy']:.1f}s after the pcs push")
+    return lab

@@ -12,20 +12,12 @@ import time
 import pytest
 
 from pha.pgsql import decide
-from pgsql_cluster import (CLONE, DATA_STATUS, STATUS, attrs, create_pgsql_cluster,
-                            primary_of, status, wait_for, wait_healthy)
+from pgsql_cluster import CLONE, DATA_STATUS, STATUS, attrs, primary_of, status, wait_for, wait_healthy
 from writer import Writer
 
 pytestmark = pytest.mark.lab
 AGENT = "/usr/lib/ocf/resource.d/pha/pgsql"
 PGDATA = "/var/lib/postgresql/15/pha"
-
-
-@pytest.fixture(scope="module")
-def cluster(lab):
-    timings = create_pgsql_cluster(lab, rep_mode="sync")
-    print(f"pgsql cluster healthy {timings['healthy']:.1f}s after the pcs push")
-    return lab
 
 
 def sql(lab, node: str, query: str) -> str:
@@ -48,8 +40,8 @@ def sync_standby(lab) -> str:
     return found[0]
 
 
-def test_bring_up_publishes_the_attributes(cluster) -> None:
-    lab = cluster
+def test_bring_up_publishes_the_attributes(sync_cluster) -> None:
+    lab = sync_cluster
     primary = primary_of(lab)
     a = attrs(lab)
     assert a[primary][STATUS] == decide.PRI and a[primary][DATA_STATUS] == decide.LATEST
@@ -64,8 +56,8 @@ def test_bring_up_publishes_the_attributes(cluster) -> None:
     assert "primary_conninfo" in lab.exec(primary, ["cat", f"{PGDATA}/pha.conf"]).stdout
 
 
-def test_switchover_loses_nothing_and_the_old_primary_streams_again(cluster) -> None:
-    lab = cluster
+def test_switchover_loses_nothing_and_the_old_primary_streams_again(sync_cluster) -> None:
+    lab = sync_cluster
     old = primary_of(lab)
     target = sync_standby(lab)
     writer = Writer(lab, lab.vip(0)).start()
@@ -86,8 +78,8 @@ def test_switchover_loses_nothing_and_the_old_primary_streams_again(cluster) -> 
     assert sql(lab, old, "select status from pg_stat_wal_receiver") == "streaming"
 
 
-def test_a_non_sync_target_is_refused_in_sync_mode(cluster) -> None:
-    lab = cluster
+def test_a_non_sync_target_is_refused_in_sync_mode(sync_cluster) -> None:
+    lab = sync_cluster
     primary = primary_of(lab)
     potential = next(n for n, a in attrs(lab).items() if a.get(DATA_STATUS) == decide.STREAMING_POTENTIAL)
     lab.exec(primary, ["crm_resource", "--move", "--promoted", "--resource", CLONE, "--node", potential])
@@ -98,8 +90,8 @@ def test_a_non_sync_target_is_refused_in_sync_mode(cluster) -> None:
         lab.exec(primary, ["crm_resource", "--clear", "--resource", CLONE])
 
 
-def test_sync_standby_cut_falls_back_to_async_then_back(cluster) -> None:
-    lab = cluster
+def test_sync_standby_cut_falls_back_to_async_then_back(sync_cluster) -> None:
+    lab = sync_cluster
     primary = primary_of(lab)
     victim = sync_standby(lab)
     banned = [n for n in lab.nodes if n not in (primary, victim)]   # leave the sync standby alone
@@ -130,8 +122,8 @@ def test_sync_standby_cut_falls_back_to_async_then_back(cluster) -> None:
              timeout=30)
 
 
-def test_whole_cluster_restart_keeps_primary_and_timeline(cluster) -> None:
-    lab = cluster
+def test_whole_cluster_restart_keeps_primary_and_timeline(sync_cluster) -> None:
+    lab = sync_cluster
     primary = primary_of(lab)
     before = repl_info(lab)
     lab.exec(primary, ["pcs", "resource", "disable", CLONE, "--wait=120"])
@@ -162,8 +154,8 @@ GOOD = {"pgdata": PGDATA, "socketdir": "/run/postgresql", "node_list": "node1 no
     ({"pgctl": "/usr/bin/nope"}, 5, "parameter pgctl=/usr/bin/nope: not an executable"),
     ({"master_ip": "writer"}, 6, "parameter master_ip=writer is not an address"),
 ])
-def test_bad_configuration_is_refused_and_touches_nothing(cluster, changes, rc, reason) -> None:
-    lab = cluster
+def test_bad_configuration_is_refused_and_touches_nothing(sync_cluster, changes, rc, reason) -> None:
+    lab = sync_cluster
     before = lab.exec("node1", ["ls", "-la", "--time-style=full-iso", PGDATA]).stdout
     for action in ("validate-all", "start"):
         out = agent(lab, "node1", action, **{**GOOD, **changes})
@@ -172,8 +164,8 @@ def test_bad_configuration_is_refused_and_touches_nothing(cluster, changes, rc, 
     assert lab.exec("node1", ["ls", "-la", "--time-style=full-iso", PGDATA]).stdout == before
 
 
-def test_a_port_taken_by_another_server_is_refused(cluster) -> None:
-    lab = cluster
+def test_a_port_taken_by_another_server_is_refused(sync_cluster) -> None:
+    lab = sync_cluster
     node = primary_of(lab)                     # its PostgreSQL listens on 5432
     other = "/var/lib/postgresql/15/other"     # a second, valid instance
     lab.exec(node, ["/usr/lib/postgresql/15/bin/initdb", "-D", other, "-U", "postgres"], user="postgres")

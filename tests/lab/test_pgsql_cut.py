@@ -10,21 +10,16 @@ import time
 
 import pytest
 
-from pgsql_cluster import CLONE, create_pgsql_cluster, primary_of, rejoined_or_refused, status, wait_for
+from pgsql_cluster import CLONE, primary_of, rejoined_or_refused, status, wait_for
 from writer import Writer
 
 pytestmark = pytest.mark.lab
 PGDATA = "/var/lib/postgresql/15/pha"
 
 
-@pytest.fixture(scope="module")
-def cluster(lab):
-    create_pgsql_cluster(lab, rep_mode="sync")
-    return lab
 
-
-def test_cut_of_the_primary_node(cluster, record_property) -> None:
-    lab = cluster
+def test_cut_of_the_primary_node(sync_cluster, record_property) -> None:
+    lab = sync_cluster
     old = primary_of(lab)
     majority = [n for n in lab.nodes if n != old]
     writer = Writer(lab, lab.vip(0)).start()
