@@ -450,7 +450,13 @@ def monitor_primary(ctx: Ctx, conn, state: dict) -> int:
     # Other nodes write some of these too (start, stop): compare with what the
     # cluster holds now, one crm_mon, and write only the differences.
     from pha import crm
-    actual = crm.crm_mon(ctx.crm).node_attributes
+    cluster = crm.crm_mon(ctx.crm)
+    if not cluster.summary.quorum:
+        # A minority partition writes nothing: its configuration changes could
+        # win the CIB merge when the partition heals and undo the majority's.
+        return ocf.RUNNING_PROMOTED
+    reassert_repl_info(ctx, state)
+    actual = cluster.node_attributes
     score_name = f"master-{ctx.rsc}"
     for node, view in views.items():
         now = actual.get(node, {})
@@ -470,6 +476,15 @@ def monitor_primary(ctx: Ctx, conn, state: dict) -> int:
         manage_sync(ctx, conn, state, sum(1 for s in standbys if s.state == "streaming"))
     ctx.save(state)
     return ocf.RUNNING_PROMOTED
+
+
+def reassert_repl_info(ctx: Ctx, state: dict) -> None:
+    """Put back this primary's REPL_INFO if the cluster lost it (a CIB merge
+    after a partition can bring back an older configuration)."""
+    mine = state.get("repl_info")
+    if mine and ctx.crm.get_property(REPL_INFO, set_name=PROPERTY_SET) != mine:
+        ctx.crm.set_property(REPL_INFO, mine, set_name=PROPERTY_SET)
+        ctx.log.warning(f"REPL_INFO was not {mine}: written again")
 
 
 def manage_sync(ctx: Ctx, conn, state: dict, streaming: int) -> None:
@@ -622,6 +637,7 @@ def promote(res: ocf.Resource) -> int:
     switch_lsn = switches.get(timeline - 1, decide.parse_lsn(baseline))
     info = decide.ReplInfo(ctx.me, timeline, switch_lsn)
     ctx.crm.set_property(REPL_INFO, info.render(), set_name=PROPERTY_SET)
+    state["repl_info"] = info.render()
     became_primary(ctx, state, baseline)
     res.log.info(f"promoted: REPL_INFO={info.render()}")
     return ocf.SUCCESS
@@ -643,6 +659,9 @@ def finish_held_promotion(ctx: Ctx, conn, state: dict) -> int:
     conn.execute("select pg_reload_conf()")
     baseline = conn.execute("select pg_current_wal_lsn()::text").fetchone()[0]
     state.pop("held", None)
+    info = ctx.repl_info()
+    if info:
+        state["repl_info"] = info.render()
     became_primary(ctx, state, baseline)
     ctx.log.info("promoted the recorded primary in place: same timeline")
     return ocf.SUCCESS
@@ -706,7 +725,7 @@ def demote(res: ocf.Resource) -> int:
     if not ctx.pg.is_running():
         # A failed primary: Pacemaker stops (and maybe restarts) it next; starting it
         # as a standby here would only delay the promotion elsewhere.
-        state.update(primary=False, held=False, published={})
+        state.update(primary=False, held=False, published={}, repl_info=None)
         ctx.save(state)
         res.log.info("demoted a primary that was not running")
         return ocf.SUCCESS
@@ -717,7 +736,7 @@ def demote(res: ocf.Resource) -> int:
             ctx.pg.stop(int(res.params["stop_escalate"]), immediate=not _quorate(ctx))
         except PgError as err:
             raise ocf.OCFError(ocf.ERR_GENERIC, str(err)) from None
-        state.update(primary=False, held=False, published={})
+        state.update(primary=False, held=False, published={}, repl_info=None)
         ctx.save(state)
         ctx.unlock()
         res.log.info("demoted by stopping: the same transition stops this node")
@@ -726,7 +745,7 @@ def demote(res: ocf.Resource) -> int:
         ctx.pg.stop(int(res.params["stop_escalate"]), immediate=not _quorate(ctx))
         ctx.pg.write_conf(conf_settings(ctx, ""))
         ctx.pg.set_standby(True)
-        state.update(primary=False, held=False, rounds=0, published={})
+        state.update(primary=False, held=False, rounds=0, published={}, repl_info=None)
         ctx.save(state)
         ctx.unlock()
         ctx.score(ctx.me, 1)  # no longer the primary's 1000; the new primary rates it
