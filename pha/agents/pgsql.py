@@ -32,7 +32,7 @@ ATTR_LAG = "pgsql-replay-lag"           # transient, on standbys: bytes received
 ATTR_RECEIVER = "pgsql-receiver"        # transient, on standbys: WAL receiver status
 ATTR_BASELINE = "pgsql-master-baseline"  # transient, on the primary: LSN at promotion
 FALLBACK_GRACE = 5.0                    # seconds after a promotion for the standbys to reconnect
-SETTLE = 3.0                            # seconds after a promotion before the primary writes attributes
+SETTLE = 2.0                            # seconds after a promotion before the primary writes attributes
 
 
 def _port(value: ocf.Value) -> Optional[str]:
@@ -98,7 +98,8 @@ AGENT = ocf.Agent(
                    "which the primary creates."),
         P("xlog_check_count", "integer", default=2, check=_positive,
           shortdesc="Election rounds",
-          longdesc="Monitors without a primary before the standbys elect the most advanced one."),
+          longdesc="With no primary, the standbys elect the most advanced one as soon as every node "
+                   "of node_list has published its WAL position, or after this many monitors."),
         P("check_wal_receiver", "boolean", default=True, shortdesc="Publish the WAL receiver state"),
         P("stop_escalate", "integer", default=10, check=_positive,
           shortdesc="Seconds of fast shutdown before immediate"),
@@ -553,7 +554,9 @@ def publish_position(ctx: Ctx, state: dict, conn=None) -> None:
 
 
 def elect_if_leaderless(ctx: Ctx, state: dict, timeline: int, lsn: int) -> None:
-    """With no primary for xlog_check_count monitors, rank the standbys and set our score."""
+    """With no primary and no promotable node, rank the standbys and write their
+    scores: at once when every node of node_list has published its position,
+    else after xlog_check_count monitors."""
     from pha import crm
     status = crm.crm_mon(ctx.crm)
     attrs = status.node_attributes
@@ -569,8 +572,6 @@ def elect_if_leaderless(ctx: Ctx, state: dict, timeline: int, lsn: int) -> None:
     ctx.publish(state, ctx.me, ATTR_LSN, decide.lsn_attr(lsn))
     ctx.publish(state, ctx.me, ATTR_TIMELINE, str(timeline))
     state["rounds"] = state.get("rounds", 0) + 1
-    if state["rounds"] < int(ctx.res.params["xlog_check_count"]):
-        return
     candidates, starting = [], []
     for node in ctx.nodes:
         a = attrs.get(node, {})
@@ -581,8 +582,13 @@ def elect_if_leaderless(ctx: Ctx, state: dict, timeline: int, lsn: int) -> None:
                                                int(a[ATTR_LSN], 16), a.get(ATTR_DATA)))
         elif node in online and not a.get(ATTR_STATUS):
             starting.append(node)
-    if starting and state["rounds"] < 5 * int(ctx.res.params["xlog_check_count"]):
+    rounds = int(ctx.res.params["xlog_check_count"])
+    if starting and state["rounds"] < 5 * rounds:
         ctx.log.info(f"no primary: waiting for {', '.join(starting)} to publish its position")
+        return
+    # Every node of node_list has published: decide now. Otherwise give the
+    # missing ones xlog_check_count monitors to come.
+    if len(candidates) < len(ctx.nodes) and state["rounds"] < rounds:
         return
     ranking = decide.elect(candidates, ctx.nodes, ctx.sync)
     # Every elector writes the whole ranking (the same from the same data), so
