@@ -52,11 +52,12 @@ def lab_spec(lab: Lab, rep_mode: str = "sync", agent: str = cluster.PHA_AGENT,
     fields = {f.name for f in dataclasses.fields(cluster.ClusterSpec)}
     spec_fields = {k: v for k, v in params.items() if k in fields}
     agent_params = {**lab_pgsql_params(agent), **{k: v for k, v in params.items() if k not in fields}}
-    return cluster.ClusterSpec(
+    settings: dict[str, object] = dict(
         nodes=tuple(lab.nodes), writer_ip=lab.vip(0), reader_ip=lab.vip(1) if reader else None,
         agent=agent, rep_mode=rep_mode, pgsql_params=agent_params, resource_id=RESOURCE,
         writer_vip_id=WRITER_VIP, reader_vip_id=READER_VIP, nic=config.NODE_IFNAME,
-        cidr_netmask=config.PREFIXLEN, **spec_fields)
+        cidr_netmask=config.PREFIXLEN)
+    return cluster.ClusterSpec(**{**settings, **spec_fields})
 
 
 def node_runner(lab: Lab, node: str) -> crm.Runner:
