@@ -12,7 +12,8 @@ lines (argument lists) that build the cluster:
 - an optional reader VIP that prefers a node whose `<id>-status` says it is a
   streaming hot standby (HS:sync, HS:potential, HS:async) and otherwise falls
   back to any node running PostgreSQL, the primary included, so reads keep
-  working when no standby is left;
+  working when no standby is left; its colocation has influence=false, so
+  only the agent's promotion scores choose the primary;
 - cluster properties (no-quorum-policy=stop, stonith-enabled=false) and
   resource defaults (migration-threshold, failure-timeout, stickiness).
 
@@ -219,7 +220,9 @@ def pcs_commands(spec: ClusterSpec) -> list[list[str]]:
             rule += (["or"] if rule else []) + [spec.status_attribute, "eq", status]
         commands += [
             _vip_create(spec, reader, spec.reader_ip),
-            ["pcs", "constraint", "colocation", "add", reader, "with", "Started", clone, "INFINITY"],
+            # influence=false: the reader's preferences never steer which node is promoted
+            ["pcs", "constraint", "colocation", "add", reader, "with", "Started", clone, "INFINITY",
+             "influence=false"],
             ["pcs", "constraint", "location", reader, "rule", f"score={spec.reader_preference}", *rule],
         ]
     return commands

@@ -135,7 +135,7 @@ def lvs_commands(config: Config, spec: cluster.ClusterSpec) -> list[list[str]]:
          "kind=Optional"],
         # real servers: the standbys (VIP on lo, ARP sysctls); never the primary
         ["pcs", "constraint", "colocation", "add", REALSVR_CLONE, "with", "Unpromoted", spec.clone_id,
-         "INFINITY"],
+         "INFINITY", "influence=false"],
         ["pcs", "constraint", "order", "start", REALSVR_CLONE, "then", "start", LVS_ID, "kind=Optional"],
     ]
 

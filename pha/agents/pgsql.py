@@ -457,6 +457,7 @@ def monitor_primary(ctx: Ctx, conn, state: dict) -> int:
         # win the CIB merge when the partition heals and undo the majority's.
         return ocf.RUNNING_PROMOTED
     reassert_repl_info(ctx, state)
+    views = decide.mark_stopped(views, cluster.resource_nodes(ctx.rsc))
     actual = cluster.node_attributes
     score_name = f"master-{ctx.rsc}"
     for node, view in views.items():
@@ -674,10 +675,15 @@ def finish_held_promotion(ctx: Ctx, conn, state: dict) -> int:
 
 
 def became_primary(ctx: Ctx, state: dict, baseline: str) -> None:
-    """After promotion: the sync setting now, the attributes at the first
-    monitor after SETTLE seconds (every CIB write aborts the transition that
-    is about to start the writer VIP)."""
+    """After promotion: the primary's own score and the sync setting now, the
+    other attributes at the first monitor after SETTLE seconds (every CIB
+    write aborts the transition that is about to start the writer VIP).
+
+    The score cannot wait: the election left this node one point ahead of
+    the runner-up, and any other preference Pacemaker adds (a colocated
+    resource's stickiness) could move the Promoted role over that margin."""
     state.update(primary=True, rounds=0, promoted_at=time.time(), published={}, baseline=baseline)
+    ctx.score(ctx.me, decide.PRIMARY_SCORE)
     ctx.pg.set_standby(False)
     if ctx.sync:
         ctx.pg.write_conf(conf_settings(ctx, decide.sync_standby_names(ctx.nodes, ctx.me)))

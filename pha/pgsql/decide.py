@@ -138,6 +138,12 @@ def standby_views(nodes: list[str], me: str, rows: list[Standby], sync_mode: boo
     return views
 
 
+def mark_stopped(views: dict[str, StandbyView], running: list[str]) -> dict[str, StandbyView]:
+    """A disconnected node whose resource does not run (crm_mon) is STOP, not HS:alone."""
+    return {node: view._replace(status=STOP) if view.status == HS_ALONE and node not in running else view
+            for node, view in views.items()}
+
+
 def sync_standby_names(nodes: list[str], me: str) -> str:
     """synchronous_standby_names naming every other node, the first connected one sync."""
     others = [n for n in nodes if n != me]

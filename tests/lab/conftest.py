@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
+
+LOG_DIRS = ("/var/log/pacemaker", "/var/log/corosync", "/var/log/postgresql")
 
 
 @pytest.fixture(scope="module")
@@ -13,10 +17,12 @@ def lab_options() -> dict:
 
 
 @pytest.fixture(scope="module")
-def lab(lab_options):
+def lab(request, lab_options):
     """A 3-node lab (PostgreSQL ready and stopped unless lab_options say otherwise).
 
     Uses $PHA_LAB_STATE or /var/tmp/pha-lab, and cleans a leftover lab first.
+    With $PHA_LAB_KEEP_LOGS=DIR, the nodes' logs are copied to DIR/<module>/
+    before the lab goes down.
     """
     from pha.lab.core import Lab, missing_prerequisites
 
@@ -29,7 +35,20 @@ def lab(lab_options):
         yield the_lab
     finally:
         if the_lab.state_dir.exists():
+            keep_logs(the_lab, request.module.__name__)
             the_lab.down()
+
+
+def keep_logs(the_lab, module: str) -> None:
+    """Copy the nodes' logs out of the lab state when $PHA_LAB_KEEP_LOGS names a directory."""
+    keep = os.environ.get("PHA_LAB_KEEP_LOGS")
+    if not keep:
+        return
+    for node in the_lab.nodes:
+        for directory in LOG_DIRS:
+            source = the_lab.node_path(node, directory)
+            if source.is_dir():
+                shutil.copytree(source, Path(keep) / module / node / directory.lstrip("/"), dirs_exist_ok=True)
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,7 @@ def test_reader_vip_prefers_streaming_standbys_and_falls_back_to_any_pgsql_node(
     commands = cluster.pcs_commands(spec())
     assert options(command(commands, "pcs", "resource", "create", "vip-reader"))["ip"] == "10.79.0.101"
     assert ["pcs", "constraint", "colocation", "add", "vip-reader", "with", "Started", "pgsql-clone",
-            "INFINITY"] in commands
+            "INFINITY", "influence=false"] in commands      # the reader never steers the promotion
     assert command(commands, "pcs", "constraint", "location") == [
         "pcs", "constraint", "location", "vip-reader", "rule", "score=200",
         "pgsql-status", "eq", "HS:sync", "or", "pgsql-status", "eq", "HS:potential",

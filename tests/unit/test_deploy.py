@@ -123,7 +123,7 @@ def test_muti_with_lvs_puts_the_director_with_the_reader_vip_and_real_servers_on
     assert realsvr[-3:] == ["clone", "lvsdr-realsvr-clone", "clone-node-max=1"] and "nic_lo=lo:0" in realsvr
     assert ["pcs", "constraint", "colocation", "add", "lvsdr", "with", "vip-reader", "INFINITY"] in cmds
     assert ["pcs", "constraint", "colocation", "add", "lvsdr-realsvr-clone", "with", "Unpromoted", "pgsql-clone",
-            "INFINITY"] in cmds
+            "INFINITY", "influence=false"] in cmds
     # sync mode: max_lag drains readers but never makes the sync standby unpromotable
     assert "max_lag" not in params(find(cmds, "pcs", "resource", "create", "pgsql")[0])
 

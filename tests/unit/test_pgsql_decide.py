@@ -71,6 +71,14 @@ def test_disconnected_and_catching_up() -> None:
     assert views["node3"] == d.StandbyView(d.HS_ALONE, d.DISCONNECT, -d.INFINITY)
 
 
+def test_a_disconnected_node_whose_resource_is_stopped_is_stop() -> None:
+    views = d.standby_views(NODES, "node1", rows(("node2", "catchup", "async", 10**6)), sync_mode=False)
+    marked = d.mark_stopped(views, running=["node1"])
+    assert marked["node3"] == d.StandbyView(d.STOP, d.DISCONNECT, -d.INFINITY)
+    assert marked["node2"] == views["node2"]          # connected: its resource runs, whatever crm_mon says
+    assert d.mark_stopped(views, running=["node1", "node3"]) == views
+
+
 def test_async_mode_ranks_and_lag() -> None:
     views = d.standby_views(NODES, "node1", rows(("node2", "streaming", "async", 100),
                                                  ("node3", "streaming", "async", 10**9)),
