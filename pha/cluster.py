@@ -4,8 +4,10 @@
 lines (argument lists) that build the cluster:
 
 - the promotable clone of the PostgreSQL agent (`ocf:pha:pgsql`, or the stock
-  `ocf:heartbeat:pgsql` as the baseline) with notify=true, one promoted
-  instance, one instance per node, and role monitors every few seconds;
+  `ocf:heartbeat:pgsql` as the baseline) with one promoted instance, one
+  instance per node, and role monitors every few seconds; notify=true only
+  for the stock agent, which needs notifications (pha's agent does not, and
+  each round of them would delay a failover);
 - a writer VIP colocated with the Promoted role, started after promote and
   stopped after demote (the demote is a shutdown whose last WAL must still
   reach the standbys, which follow master_ip = the writer VIP);
@@ -204,7 +206,8 @@ def pcs_commands(spec: ClusterSpec) -> list[list[str]]:
          "op", "promote", timeout, "op", "demote", timeout, "op", "notify", timeout,
          "op", "monitor", f"interval={spec.setting('promoted_monitor')}s", "role=Promoted", monitor_timeout,
          "op", "monitor", f"interval={spec.setting('unpromoted_monitor')}s", "role=Unpromoted", monitor_timeout,
-         "promotable", clone, "notify=true", "promoted-max=1", "promoted-node-max=1",
+         "promotable", clone, f"notify={_text(spec.agent == STOCK_AGENT)}", "promoted-max=1",
+         "promoted-node-max=1",
          f"clone-max={len(spec.nodes)}", "clone-node-max=1"],
         _vip_create(spec, writer, spec.writer_ip),
         ["pcs", "constraint", "colocation", "add", writer, "with", "Promoted", clone, "INFINITY"],

@@ -164,7 +164,7 @@ class Ctx:
 
     def save(self, state: dict) -> None:
         os.makedirs(os.path.dirname(self.state_path), mode=0o700, exist_ok=True)
-        tmp = self.state_path + ".tmp"
+        tmp = f"{self.state_path}.{os.getpid()}.tmp"   # two actions at once (a probe by hand) each have one
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(state, f)
@@ -276,7 +276,8 @@ def conf_settings(ctx: Ctx, sync_names: str, read_only: bool = False) -> dict[st
     settings = {
         "primary_conninfo": conninfo,
         "recovery_target_timeline": "latest",
-        "wal_retrieve_retry_interval": "1s",
+        # no notifications: a standby finds the new primary behind master_ip by retrying
+        "wal_retrieve_retry_interval": "250ms",
         "hot_standby": "on",
         "synchronous_standby_names": sync_names,
         "wal_sender_timeout": f"{p['wal_timeout']}s",

@@ -66,7 +66,7 @@ def test_pha_cluster_commands() -> None:
     for action in ("start", "stop", "promote", "demote", "notify"):
         assert [action, "timeout=60s"] in ops(create)
     assert create[create.index("promotable"):] == [
-        "promotable", "pgsql-clone", "notify=true", "promoted-max=1", "promoted-node-max=1",
+        "promotable", "pgsql-clone", "notify=false", "promoted-max=1", "promoted-node-max=1",
         "clone-max=3", "clone-node-max=1"]
 
 
@@ -111,6 +111,7 @@ def test_stock_agent_baseline() -> None:
     assert opts["rep_mode"] == "async"
     assert ["monitor", "interval=3s", "role=Promoted", "timeout=60s"] in ops(create)
     assert ["monitor", "interval=4s", "role=Unpromoted", "timeout=60s"] in ops(create)
+    assert "notify=true" in create          # the stock agent needs notifications; pha's does not
 
 
 def test_explicit_settings_win_over_defaults() -> None:
