@@ -96,3 +96,15 @@ def distlock(conninfo: str, name: str, holder: str, ttl: int, timeout: int, acti
     except LockError as err:
         click.echo(f"pha distlock: {err}", err=True)
         sys.exit(2)
+
+
+def run_inline(args: list[str]) -> int:
+    """`pha distlock ARGS` in this process, for the agent's monitor: its exit code."""
+    try:
+        distlock.main(args=args, prog_name="pha distlock", standalone_mode=False)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    return 0

@@ -117,7 +117,12 @@ AGENT = ocf.Agent(
         P("enable_distlock", "boolean", default=False, shortdesc="Require a lock to be primary",
           longdesc="For 2-node clusters: promotion and the async fallback need the lock, and a primary "
                    "that loses it stops. `pha distlock` is the standard lock command."),
-        P("distlock_lock_cmd", default="", shortdesc="Command that takes or renews the lock (exit 0)"),
+        P("distlock_lock_cmd", default="", shortdesc="Command that takes or renews the lock (exit 0)",
+          longdesc="Run at every primary monitor and before a promotion. Exit 0: the lock is ours; 1: "
+                   "another holds it (a promotion waits for it, within the promote timeout); anything "
+                   "else: failed (a promotion is refused at once). A `pha distlock ...` command (its "
+                   "first word's name is pha) runs inside the agent, without a process; any other runs "
+                   "with a 10 s timeout. The lease must outlast the monitor interval."),
         P("distlock_unlock_cmd", default="", shortdesc="Command that releases the lock"),
     ],
     actions=[
@@ -194,21 +199,31 @@ class Ctx:
         """Take or renew the lock: True/False with enable_distlock, None without one."""
         if not self.res.params["enable_distlock"]:
             return None
-        return self.res.cached("lock", lambda: self._lock_cmd("distlock_lock_cmd"))  # once per action
+        return self.res.cached("lock", lambda: self.take_lock() == 0)  # once per action
+
+    def take_lock(self) -> int:
+        """distlock_lock_cmd's exit code: 0 taken or renewed, 1 held by another, other: failed."""
+        return self._lock_cmd("distlock_lock_cmd")
 
     def unlock(self) -> None:
         if self.res.params["enable_distlock"] and self.res.params["distlock_unlock_cmd"]:
-            if not self._lock_cmd("distlock_unlock_cmd"):
+            if self._lock_cmd("distlock_unlock_cmd") != 0:
                 self.log.warning("could not release the distributed lock")
 
-    def _lock_cmd(self, param: str) -> bool:
+    def _lock_cmd(self, param: str) -> int:
+        """Run a lock command, return its exit code: `pha distlock ...` in this
+        process (the monitor renews the lease every time), any other command
+        as a process."""
         import shlex
         import subprocess
+        argv = shlex.split(str(self.res.params[param]))
+        if len(argv) > 1 and os.path.basename(argv[0]) == "pha" and argv[1] == "distlock":
+            from pha import distlock
+            return distlock.run_inline(argv[2:])
         try:
-            return subprocess.run(shlex.split(str(self.res.params[param])), capture_output=True,
-                                  timeout=10).returncode == 0
+            return subprocess.run(argv, capture_output=True, timeout=10).returncode
         except (OSError, subprocess.TimeoutExpired):
-            return False
+            return 2
 
 
 def _score_text(value: int) -> str:
@@ -269,8 +284,11 @@ def validate(res: ocf.Resource) -> None:
 # --- pha.conf -----------------------------------------------------------------------------
 def conf_settings(ctx: Ctx, sync_names: str, read_only: bool = False) -> dict[str, str]:
     p = ctx.res.params
+    # read-write: never stream from a standby that still holds master_ip (a demoted
+    # primary restarts as a standby before the writer VIP leaves it).
     conninfo = (f"host={p['master_ip']} port={p['pgport']} user={p['repuser']} "
-                f"application_name={ctx.me} connect_timeout=5 {p['primary_conninfo_opt']}").strip()
+                f"application_name={ctx.me} connect_timeout=5 target_session_attrs=read-write "
+                f"{p['primary_conninfo_opt']}").strip()
     if p["passfile"]:
         conninfo += f" passfile={p['passfile']}"
     settings = {
@@ -626,8 +644,7 @@ def step_aside(ctx: Ctx) -> None:
 def promote(res: ocf.Resource) -> int:
     ctx = ctx_of(res)
     state = ctx.load()
-    if ctx.lock_held() is False:
-        raise ocf.OCFError(ocf.ERR_GENERIC, "promotion needs the distributed lock, which is held elsewhere")
+    wait_for_lock(ctx)
     with ctx.pg.connect() as conn:
         in_recovery = conn.execute("select pg_is_in_recovery()").fetchone()[0]
         if state.get("held") and not in_recovery:
@@ -649,6 +666,27 @@ def promote(res: ocf.Resource) -> int:
     became_primary(ctx, state, baseline)
     res.log.info(f"promoted: REPL_INFO={info.render()}")
     return ocf.SUCCESS
+
+
+def wait_for_lock(ctx: Ctx) -> None:
+    """Promotion needs the lock. While another node's lease is unexpired (exit
+    1), wait for it within the action's timeout: the old primary stops once it
+    cannot renew. Any other failure (the lock server is out of reach, as on
+    the cut-off side of a 2-node cluster) refuses at once, and this node
+    steps aside."""
+    if not ctx.res.params["enable_distlock"]:
+        return
+    deadline = time.monotonic() + max(5.0, int(ctx.res.meta("timeout", "60000")) / 1000 - 10)
+    code = ctx.take_lock()
+    if code == 1:
+        ctx.log.info("waiting for the distributed lock before promoting")
+    while code == 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        code = ctx.take_lock()
+    if code != 0:
+        step_aside(ctx)
+        why = "held by another node" if code == 1 else f"distlock_lock_cmd failed (exit {code})"
+        raise ocf.OCFError(ocf.ERR_GENERIC, f"not promoting without the distributed lock: {why}")
 
 
 def _current_timeline(ctx: Ctx, fallback: int) -> int:

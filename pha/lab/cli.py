@@ -35,13 +35,16 @@ def lab(ctx: click.Context, state_dir: str) -> None:
               type=click.IntRange(200, 60000), help="Corosync token timeout (ms).")
 @click.option("--pg-running", is_flag=True, help="Start PostgreSQL as a plain streaming cluster.")
 @click.option("--no-pg", is_flag=True, help="No PostgreSQL.")
+@click.option("--two-node", is_flag=True,
+              help="With --nodes 2: corosync two_node, each side of a cut keeps quorum.")
 @click.option("--force", is_flag=True, help="Tear down an existing lab first.")
 @click.pass_context
-def up(ctx: click.Context, nodes: int, token_ms: int, pg_running: bool, no_pg: bool, force: bool) -> None:
+def up(ctx: click.Context, nodes: int, token_ms: int, pg_running: bool, no_pg: bool, two_node: bool,
+       force: bool) -> None:
     """Bring the lab up."""
     try:
         timings = Lab(ctx.obj).up(nodes=nodes, token_ms=token_ms, pg=not no_pg, pg_running=pg_running,
-                                  force=force, progress=click.echo)
+                                  force=force, two_node=two_node, progress=click.echo)
     except (LabError, config.LabConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"lab up in {max(timings.values()):.1f}s (state {ctx.obj})")

@@ -127,7 +127,12 @@ def render_hosts(nodes: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_corosync_conf(nodes: list[str], token_ms: int, cluster_name: str = "pha-lab") -> str:
+def render_corosync_conf(nodes: list[str], token_ms: int, cluster_name: str = "pha-lab",
+                         two_node: bool = False) -> str:
+    """corosync.conf of the lab; `two_node` (2 nodes only) keeps quorum on each side of a
+    cut, as 2-node clusters run: then only fencing or pha's lock tells who may write."""
+    if two_node and len(nodes) != 2:
+        raise LabConfigError(f"--two-node: needs exactly 2 nodes, not {len(nodes)}")
     node_blocks = "".join(
         f"    node {{\n        ring0_addr: {node_ip(n)}\n        name: {n}\n"
         f"        nodeid: {node_index(n)}\n    }}\n"
@@ -142,7 +147,9 @@ def render_corosync_conf(nodes: list[str], token_ms: int, cluster_name: str = "p
         f"    token: {check_token(token_ms)}\n"
         "}\n"
         f"nodelist {{\n{node_blocks}}}\n"
-        "quorum {\n    provider: corosync_votequorum\n}\n"
+        "quorum {\n    provider: corosync_votequorum\n"
+        + ("    two_node: 1\n" if two_node else "")
+        + "}\n"
         "logging {\n"
         "    to_logfile: yes\n"
         "    logfile: /var/log/corosync/corosync.log\n"

@@ -190,14 +190,16 @@ class Lab:
 
     # ---- up ------------------------------------------------------------------------------
     def up(self, nodes: int = 3, token_ms: int = config.DEFAULT_TOKEN_MS, pg: bool = True,
-           pg_running: bool = False, force: bool = False,
+           pg_running: bool = False, force: bool = False, two_node: bool = False,
            progress: Callable[[str], None] | None = None) -> dict[str, float]:
         """Bring the lab up; return the timings (seconds) of its steps.
+
+        `two_node` (with nodes=2) sets corosync's two_node: each side of a cut keeps quorum.
 
         On failure everything started so far is torn down again.
         """
         names = config.node_names(nodes)
-        config.check_token(token_ms)
+        config.render_corosync_conf(names, token_ms, two_node=two_node)   # a bad token or two_node: refused now
         if pg_running and not pg:
             raise LabConfigError("--pg-running needs PostgreSQL (drop --no-pg)")
         missing = missing_prerequisites(pg)
@@ -215,7 +217,7 @@ class Lab:
         self.state_dir.mkdir(parents=True, mode=0o700)
         os.chmod(self.state_dir, 0o700)
         self.info = {
-            "format": STATE_FORMAT, "subnet": config.SUBNET, "token_ms": token_ms,
+            "format": STATE_FORMAT, "subnet": config.SUBNET, "token_ms": token_ms, "two_node": two_node,
             "pg": pg, "pg_running": pg_running,
             "client": {"netns": config.CLIENT_NETNS, "ip": config.CLIENT_IP},
             "netns": [config.SWITCH_NETNS, config.CLIENT_NETNS, *map(config.node_netns, names)],
@@ -224,7 +226,7 @@ class Lab:
         }
         self._save_info()
         try:
-            self._write_shared_files(names, token_ms)
+            self._write_shared_files(names, token_ms, two_node)
             from pha.lab import network
             network.add_blackhole()
             self.info["blackhole"] = True
@@ -274,10 +276,10 @@ class Lab:
                            + f"): run `pha lab down --state {self.state_dir}` first, or `up --force`")
         self.down(force=True)
 
-    def _write_shared_files(self, names: list[str], token_ms: int) -> None:
+    def _write_shared_files(self, names: list[str], token_ms: int, two_node: bool) -> None:
         sd = self.state_dir
         _write(sd / "authkey", os.urandom(256), 0o400)
-        _write(sd / "corosync.conf", config.render_corosync_conf(names, token_ms), 0o644)
+        _write(sd / "corosync.conf", config.render_corosync_conf(names, token_ms, two_node=two_node), 0o644)
         _write(sd / "hosts", config.render_hosts(names), 0o644)
         _write(sd / "cib.xml", config.render_seed_cib(), 0o600)
         _write(sd / "ocf-shellfuncs", config.patch_ocf_shellfuncs(Path(config.OCF_SHELLFUNCS).read_text()), 0o644)

@@ -46,6 +46,14 @@ def test_corosync_conf():
     assert conf.count("{") == conf.count("}")
     with pytest.raises(LabConfigError, match="--token"):
         config.render_corosync_conf(["node1"], 50)
+    assert "two_node" not in conf
+
+
+def test_corosync_conf_two_node():
+    conf = config.render_corosync_conf(["node1", "node2"], 3000, two_node=True)
+    assert "quorum {\n    provider: corosync_votequorum\n    two_node: 1\n}" in conf
+    with pytest.raises(LabConfigError, match="--two-node: needs exactly 2 nodes, not 3"):
+        config.render_corosync_conf(["node1", "node2", "node3"], 3000, two_node=True)
 
 
 def test_hosts():
