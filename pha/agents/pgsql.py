@@ -427,10 +427,11 @@ def _quorate(ctx: Ctx) -> bool:
 # --- monitor ------------------------------------------------------------------------------------
 @AGENT.handler("monitor")
 def monitor(res: ocf.Resource) -> int:
+    """A failed primary reports it and writes nothing: a score written beside
+    the failure held Pacemaker's reaction back by a second (measured); its
+    stop deletes the score, so recovery promotes the sync standby."""
     ctx = ctx_of(res)
     if not ctx.pg.is_running():
-        if ctx.load().get("primary") and not res.is_probe:
-            step_aside(ctx)  # let the sync standby take over rather than recover in place
         return ocf.NOT_RUNNING
     try:
         with ctx.pg.connect(timeout=5) as conn:
@@ -446,8 +447,6 @@ def monitor(res: ocf.Resource) -> int:
         if res.is_probe:
             raise ocf.OCFError(ocf.ERR_GENERIC, f"PostgreSQL runs but does not answer: {err}") from None
         failed = ocf.FAILED_PROMOTED if ctx.load().get("primary") else ocf.ERR_GENERIC
-        if failed == ocf.FAILED_PROMOTED:
-            step_aside(ctx)
         raise ocf.OCFError(failed, f"PostgreSQL does not answer: {err}") from None
 
 
@@ -632,7 +631,7 @@ def role(ctx: Ctx) -> Optional[str]:
 
 
 def step_aside(ctx: Ctx) -> None:
-    """A failed primary gives up its promotion score when another node can take over."""
+    """This node gives up its promotion score: it must not be (or stay) the primary now."""
     try:
         ctx.crm.set_promotion_score("-INFINITY", resource=ctx.rsc, node=ctx.me)
     except Exception as err:
