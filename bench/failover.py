@@ -10,7 +10,8 @@ cluster with pha.cluster (same configuration for both agents but for the
 agent's own monitor intervals, see pha.cluster.AGENT_DEFAULTS), and measures
 the bring-up: from the CIB push to 1 Promoted + 2 streaming standbys + VIPs.
 Then a writer inserts every 100 ms through the writer VIP from the client
-namespace (tests/lab/writer.py) and the scenario strikes:
+namespace (tests/lab/writer.py) and, 2 s plus a random 0-4 s later (so the
+fault falls anywhere in the agents' monitor cycles), the scenario strikes:
 
 - kill9-async, kill9-sync: `kill -9` of the primary's postmaster;
 - cut: the primary's node is unplugged from the lab switch; it is plugged
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import subprocess
 import sys
@@ -62,6 +64,9 @@ AGENT_PATHS = {"stock": "/usr/lib/ocf/resource.d/heartbeat/pgsql", "pha": "/usr/
 SCENARIOS = {"kill9-async": "async", "kill9-sync": "sync", "cut": "sync", "switchover": "sync",
              "switchover-async": "async"}
 STEADY_SECONDS = 2.0
+# The fault comes a random 0-4 s later: healthy is seen right after a primary monitor wrote
+# its attributes, so a fixed delay would strike at the same point of every monitor cycle.
+FAULT_JITTER_SECONDS = 4.0
 RESUME_TIMEOUT = 90.0
 MONITOR_SAMPLES = 20
 REFUSED_SECONDS = 10.0
@@ -406,7 +411,7 @@ def one_run(bench: Bench, agent: str, scenario: str, run: int) -> RunResult:
                                     **measure_monitor(lab, agent, first_primary)}
         writer = Writer(lab, lab.vip(0)).start()
         result.writer_log = str(writer.log_path)
-        time.sleep(STEADY_SECONDS)
+        time.sleep(STEADY_SECONDS + random.uniform(0, FAULT_JITTER_SECONDS))
         result.old_primary = pc.primary_of(lab)
         if result.old_primary != first_primary:
             result.notes.append(f"the primary moved by itself after bring-up: {first_primary} → {result.old_primary}")
@@ -485,7 +490,9 @@ def render(bench: Bench, agents: list[str], scenarios: list[str]) -> str:
         f"{stock['promoted_monitor']} s / {stock['unpromoted_monitor']} s (its wiki configuration), pha "
         f"{pha['promoted_monitor']} s / {pha['unpromoted_monitor']} s; migration-threshold "
         f"{defaults['migration_threshold']}, failure-timeout {defaults['failure_timeout']} s, no fencing, "
-        "no-quorum-policy=stop.", "",
+        "no-quorum-policy=stop; notify=true for the stock agent only (pha's needs none). The fault "
+        f"comes {STEADY_SECONDS:g} s plus a random 0-{FAULT_JITTER_SECONDS:g} s after the writer starts, "
+        "anywhere in the monitor cycles.", "",
         "Write unavailability: the longest gap between two acknowledged inserts that ends after the fault "
         "(for a kill or a cut, the last acknowledged insert before it to the first after it). "
         "Healthy again: from the fault until 1 Promoted, every other node Unpromoted and streaming "

@@ -1,6 +1,8 @@
 """ocf:pha:vip as a real Pacemaker resource in the namespace lab."""
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import time
 
@@ -132,3 +134,47 @@ def test_misconfigured_vip_shows_its_exit_reason_in_crm_mon(lab) -> None:
         assert not status(lab).resource_nodes("bad-vip")
     finally:
         lab.exec("node1", ["pcs", "resource", "delete", "bad-vip", "--force"], check=False)
+
+
+# Runs in the client namespace: prints "ready", then after argv[2] seconds one JSON list of
+# the gratuitous ARP frames seen for argv[1] (sender and target address both argv[1]).
+ARP_CAPTURE = r"""
+import json, socket, struct, sys, time
+vip, deadline = socket.inet_aton(sys.argv[1]), time.time() + float(sys.argv[2])
+sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+sock.settimeout(0.1)
+print("ready", flush=True)
+frames = []
+while time.time() < deadline:
+    try:
+        data = sock.recv(2048)
+    except socket.timeout:
+        continue
+    arp = data[14:42]
+    if len(arp) == 28 and arp[14:18] == vip and arp[24:28] == vip:
+        frames.append({"t": time.time(), "op": struct.unpack("!H", arp[6:8])[0], "mac": arp[8:14].hex(":")})
+print(json.dumps(frames), flush=True)
+"""
+
+
+def test_start_announces_the_address_with_gratuitous_arp(lab) -> None:
+    """The frames the agent sends from Python, seen on the wire from the client namespace."""
+    address, node = lab.vip(21), "node3"
+    env = {"OCF_ROOT": "/usr/lib/ocf", "OCF_RESOURCE_INSTANCE": "garp-test", "OCF_RESKEY_ip": address,
+           "OCF_RESKEY_cidr_netmask": "24", "OCF_RESKEY_arp_count": "3", "OCF_RESKEY_arp_interval": "150"}
+    capture = subprocess.Popen(lab.client_command([sys.executable, "-c", ARP_CAPTURE, address, "3"]),
+                               stdout=subprocess.PIPE, text=True, env=lab.command_env())
+    try:
+        assert capture.stdout.readline().strip() == "ready"
+        started = time.time()
+        lab.exec(node, [AGENT, "start"], env=env)
+        frames = json.loads(capture.communicate(timeout=30)[0])
+    finally:
+        capture.kill()
+        lab.exec(node, [AGENT, "stop"], env=env, check=False)
+    mac = lab.python(node, "from pha import net; print(net.get_link('eth0').mac)").stdout.strip()
+    print(f"{len(frames)} gratuitous ARP frames for {address}, "
+          f"{[round(f['t'] - started, 2) for f in frames]} s after start")
+    assert [(f["op"], f["mac"]) for f in frames] == [(1, mac)] * 3      # requests, from node3's eth0
+    gaps = [b["t"] - a["t"] for a, b in zip(frames, frames[1:])]
+    assert all(gap > 0.1 for gap in gaps), gaps                        # arp_interval=150 ms apart
