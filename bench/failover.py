@@ -245,8 +245,14 @@ def wait_recovered(lab: Lab, old: str, rep_mode: str, timeout: float) -> str:
 
 
 def wait_resumed(writer: Writer, result: RunResult, fault_at: float) -> None:
-    if writer.wait_ack_after(fault_at, RESUME_TIMEOUT) is None:
-        result.notes.append(f"no write acknowledged within {RESUME_TIMEOUT:.0f}s of the fault")
+    """Wait for an insert sent after the fault to be acknowledged (one in flight at the
+    fault may still be acknowledged by the old primary: that is not a resumption)."""
+    deadline = time.monotonic() + RESUME_TIMEOUT
+    while not any(a.sent > fault_at for a in writer.acks()):
+        if time.monotonic() > deadline:
+            result.notes.append(f"no write acknowledged within {RESUME_TIMEOUT:.0f}s of the fault")
+            return
+        time.sleep(0.1)
 
 
 def wait_new_primary(lab: Lab, old: str, observers: list[str], timeout: float) -> Optional[str]:

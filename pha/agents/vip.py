@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import time
 from typing import Optional
 
 from pha import __version__, ocf
@@ -128,6 +129,7 @@ def _announce(res: ocf.Resource, target: Target) -> None:
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
+        time.sleep(interval / 1000)       # arp_interval after the first one, too
         net.gratuitous_arp(target.nic, target.ip, count - 1, interval)
     finally:
         os._exit(0)
