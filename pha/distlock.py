@@ -101,10 +101,10 @@ def distlock(conninfo: str, name: str, holder: str, ttl: int, timeout: int, acti
 def run_inline(args: list[str]) -> int:
     """`pha distlock ARGS` in this process, for the agent's monitor: its exit code."""
     try:
-        distlock.main(args=args, prog_name="pha distlock", standalone_mode=False)
+        code = distlock.main(args=args, prog_name="pha distlock", standalone_mode=False)
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
+        code = exc.code if isinstance(exc.code, int) or exc.code is None else 1
     except click.ClickException as exc:
         exc.show()
-        return exc.exit_code
-    return 0
+        code = exc.exit_code
+    return code if isinstance(code, int) else 0

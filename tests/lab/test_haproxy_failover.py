@@ -20,11 +20,8 @@ from pha import haproxy
 from pha.lab import config
 from pha.lab.core import LabCommandError
 
-try:
-    from pgsql_cluster import create_pgsql_cluster, primary_of
-    from writer import Writer
-except ImportError:
-    pytest.skip("needs tests/lab/pgsql_cluster.py and tests/lab/writer.py", allow_module_level=True)
+from pgsql_cluster import create_pgsql_cluster, primary_of, wait_for
+from writer import Writer
 
 pytestmark = pytest.mark.lab
 
@@ -81,21 +78,10 @@ def primaries(lab) -> dict[str, dict]:
     return {n: r["body"] for n, r in zip(lab.nodes, results) if r["status"] == 200}
 
 
-def wait(predicate, what: str, timeout: float, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(step)
-
-
 def test_port_5000_follows_the_new_primary_after_kill_9(lab, cluster, haproxy_proc, tmp_path):
     old = primary_of(lab)
-    wait(lambda: read_write_states(lab) == {n: "UP" if n == old else "DOWN" for n in lab.nodes},
-         f"HAProxy read-write on {old} only", timeout=20)
+    wait_for(f"HAProxy read-write on {old} only",
+             lambda: read_write_states(lab) == {n: "UP" if n == old else "DOWN" for n in lab.nodes}, timeout=20)
     old_timeline = primaries(lab)[old]["timeline"]
     writer = Writer(lab, "127.0.0.1", port=5000, interval=0.05, log_dir=tmp_path).start()
     try:
@@ -103,10 +89,10 @@ def test_port_5000_follows_the_new_primary_after_kill_9(lab, cluster, haproxy_pr
         postmaster = lab.node_path(old, config.PGDATA + "/postmaster.pid").read_text().split()[0]
         killed_at = writer.mark("fault")
         lab.exec(old, ["kill", "-9", postmaster])
-        wait(lambda: read_write_states(lab).get(old) == "DOWN", f"HAProxy marks {old} down", timeout=30)
+        wait_for(f"HAProxy marks {old} down", lambda: read_write_states(lab).get(old) == "DOWN", timeout=30)
         marked_down = time.time() - killed_at
-        promoted = wait(lambda: {n: b for n, b in primaries(lab).items() if b["timeline"] > old_timeline},
-                        "a new primary on a later timeline", timeout=90, step=0.05)
+        promoted, _ = wait_for("a new primary on a later timeline", lambda: {
+            n: b for n, b in primaries(lab).items() if b["timeline"] > old_timeline}, timeout=90, step=0.05)
         promoted_at = time.time()
         (new, new_body), = promoted.items()
         assert new != old

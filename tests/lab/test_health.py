@@ -13,6 +13,7 @@ import time
 import pytest
 
 from health_client import HealthServices, client_run, http_action, pg_sql
+from pgsql_cluster import wait_for
 from pha import haproxy
 from pha.lab import postgres
 from pha.lab.core import LabCommandError
@@ -72,17 +73,6 @@ def body(lab, node: str, target: str = "/health") -> dict:
     return client_run(lab, [http_action(lab, node, target)])[0]["body"]
 
 
-def wait_for(predicate, what: str, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.3)
-
-
 def test_bodies_before_any_pha_attribute(lab, services):
     primary, standby = body(lab, "node1"), body(lab, "node2")
     assert primary["role"] == "primary" and primary["timeline"] == 1 and primary["wal_lsn"]
@@ -99,10 +89,10 @@ def test_endpoint_matrix(lab, services):
     pg_sql(lab, "node3", "select pg_wal_replay_pause()")
     pg_sql(lab, "node1", "create table lagmaker as select g, repeat('x', 200) as pad "
                          "from generate_series(1, 150000) g")
-    lagging = wait_for(lambda: (b := body(lab, "node3")) and (b["lag_bytes"] or 0) > 32 * 1024 ** 2 and b,
-                       "node3 lagging by 32MB")
+    lagging, _ = wait_for("node3 lagging by 32MB", lambda: (b := body(lab, "node3"))
+                          and (b["lag_bytes"] or 0) > 32 * 1024 ** 2 and b, timeout=30, step=0.3)
     assert lagging["replay_paused"] is True
-    wait_for(lambda: body(lab, "node2")["lag_bytes"] == 0, "node2 caught up")
+    wait_for("node2 caught up", lambda: body(lab, "node2")["lag_bytes"] == 0, timeout=30, step=0.3)
     time.sleep(1.1)     # every cache has read the attributes
     seen = {node: statuses(lab, node) for node in lab.nodes}
     assert seen["node2"]["/sync"] == 200, body(lab, "node2")
@@ -237,7 +227,7 @@ def test_haproxy_routes_by_role(lab, services, tmp_path):
         want = {("pgsql-read-write", "node1"): "UP", ("pgsql-read-write", "node2"): "DOWN",
                 ("pgsql-read-write", "node3"): "DOWN", ("pgsql-read-only", "node1"): "DOWN",
                 ("pgsql-read-only", "node2"): "UP", ("pgsql-read-only", "node3"): "UP"}
-        wait_for(lambda: haproxy_stats(lab) == want, f"HAProxy server states {want}", timeout=20)
+        wait_for(f"HAProxy server states {want}", lambda: haproxy_stats(lab) == want, timeout=20, step=0.3)
         ports = [5000] * 4 + [5001] * 6
         seen = json.loads(lab.python("client", WHO.replace("sys.argv[1]", repr(json.dumps(ports)))).stdout)
         assert seen[:4] == [[lab.node_ip("node1"), False]] * 4

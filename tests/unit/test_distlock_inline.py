@@ -21,3 +21,8 @@ def test_usage_errors_are_exit_2(args: list[str], capsys) -> None:
 def test_a_password_is_refused_before_any_connection(capsys) -> None:
     assert distlock.run_inline(["--conninfo", "host=lockhost password=secret", "lock"]) == 2
     assert "holds a password" in capsys.readouterr().err
+
+
+def test_help_is_exit_0(capsys) -> None:
+    assert distlock.run_inline(["--help"]) == 0
+    assert "Take (lock), give up (unlock) or show (status)" in capsys.readouterr().out
