@@ -11,21 +11,12 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
+from pha.pgsql.names import (CANDIDATE_DATA, DISCONNECT, HS_ALONE, HS_ASYNC, HS_POTENTIAL, HS_SYNC,  # noqa: F401
+                             LATEST, PRI, STOP, STREAMING_ASYNC, STREAMING_POTENTIAL, STREAMING_SYNC)
+
 INFINITY = 1_000_000
 PRIMARY_SCORE = 1000
 CANDIDATE_SCORE = 100
-
-# pgsql-status values
-PRI = "PRI"
-HS_SYNC, HS_POTENTIAL, HS_ASYNC, HS_ALONE = "HS:sync", "HS:potential", "HS:async", "HS:alone"
-STOP = "STOP"
-# pgsql-data-status values
-LATEST = "LATEST"
-STREAMING_SYNC = "STREAMING|SYNC"
-STREAMING_POTENTIAL = "STREAMING|POTENTIAL"
-STREAMING_ASYNC = "STREAMING|ASYNC"
-DISCONNECT = "DISCONNECT"
-CANDIDATE_DATA = frozenset({LATEST, STREAMING_SYNC})
 
 
 # --- LSNs -------------------------------------------------------------------------
