@@ -16,8 +16,19 @@ lines (argument lists) that build the cluster:
   back to any node running PostgreSQL, the primary included, so reads keep
   working when no standby is left; its colocation has influence=false, so
   only the agent's promotion scores choose the primary;
-- cluster properties (no-quorum-policy=stop, stonith-enabled=false) and
-  resource defaults (migration-threshold, failure-timeout, stickiness).
+- cluster properties (no-quorum-policy=stop, fencing off) and resource
+  defaults (migration-threshold, failure-timeout, stickiness).
+
+The lines are written for the pcs and Pacemaker versions in `Versions`: the
+forms both pcs 0.11 and 0.12 accept (`score=`), and each version's own form
+where they differ (`detect_versions` asks the node):
+- promotable/clone options: pcs 0.12 wants `--future` and `meta` after the
+  clone id (it deprecates them without; `meta` without `--future` puts them
+  on the primitive), pcs 0.11 has no `--future` and puts options after
+  `meta` on the primitive;
+- a rule: one argument for pcs 0.12 (several are deprecated), several for
+  pcs 0.11 (it refuses one);
+- fencing: `stonith-enabled` until Pacemaker 3.0.2, `fencing-enabled` since.
 
 `apply(commands, run)` runs them as one CIB transaction: a copy of the CIB is
 edited with `pcs -f`, then pushed as a diff against the copy. `run` is a
@@ -32,13 +43,14 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
 from pha import crm
+from pha.pgsql import names
 
 PHA_AGENT = "ocf:pha:pgsql"
 STOCK_AGENT = "ocf:heartbeat:pgsql"
 AGENTS = (PHA_AGENT, STOCK_AGENT)
 REP_MODES = ("sync", "async")
-PHA_STATUS_ATTRIBUTE = "pgsql-status"
-STREAMING_STANDBY_STATUSES = ("HS:sync", "HS:potential", "HS:async")
+PHA_STATUS_ATTRIBUTE = names.ATTR_STATUS
+STREAMING_STANDBY_STATUSES = names.STREAMING_STANDBY_STATUSES
 """`<id>-status` values of a hot standby that streams from the primary."""
 
 # Per-agent defaults of the fields left None in a ClusterSpec. The stock agent
@@ -59,8 +71,67 @@ _NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _AGENT = re.compile(r"ocf:[A-Za-z0-9_-]+:[A-Za-z0-9_-]+")
 
 
+PCS_FUTURE_SYNTAX = (0, 12)
+"""The pcs version that wants `--future ... meta` after promotable/clone and a rule as one argument."""
+
+
 class ClusterConfigError(ValueError):
     """A ClusterSpec field has a value pcs or Pacemaker would reject."""
+
+
+@dataclass(frozen=True)
+class Versions:
+    """The pcs and Pacemaker versions the command lines are written for.
+
+    The default is Debian 12's generation (pcs 0.11, Pacemaker 2.1): pcs 0.12
+    accepts its lines with deprecation warnings, while pcs 0.11 misreads
+    0.12's `promotable ID meta ...`.
+    """
+
+    pcs: tuple[int, ...] = (0, 11)
+    pacemaker: tuple[int, ...] = (2, 1)
+    fencing_name: Optional[str] = None   # as the installed Pacemaker lists it (pha.fencing.detect_names)
+
+    @property
+    def pcs_future(self) -> bool:
+        return self.pcs >= PCS_FUTURE_SYNTAX
+
+    def clone(self, keyword: str, clone_id: str, options: Sequence[str]) -> list[str]:
+        """`promotable`/`clone` ID and the clone's meta attributes (the end of a `resource create`)."""
+        if self.pcs_future:
+            return ["--future", keyword, clone_id, "meta", *options]
+        return [keyword, clone_id, *options]
+
+    def rule(self, words: Sequence[str]) -> list[str]:
+        """A rule expression as pcs wants it."""
+        return [" ".join(words)] if self.pcs_future else list(words)
+
+    @property
+    def fencing_enabled(self) -> str:
+        """The cluster option that turns fencing on or off."""
+        return self.fencing_name or crm.fencing_option(self.pacemaker)
+
+
+def parse_pcs_version(text: str) -> tuple[int, ...]:
+    """`--pcs-version 0.12` (or 0.11.5) as a tuple; ValueError if it is not one."""
+    version = crm.parse_version(text)
+    if version is None or text.strip() != ".".join(map(str, version)):
+        raise ValueError(f"--pcs-version: {text!r} is not a version like 0.11 or 0.12.0")
+    return version
+
+
+def detect_versions(run: crm.Runner = crm.run_command, timeout: float = 20.0) -> Versions:
+    """The versions of pcs and Pacemaker where `run` runs; a tool that does not say keeps the default."""
+    bridge = crm.Crm(run, timeout)
+    found = {}
+    for name, argv in (("pcs", ["pcs", "--version"]), ("pacemaker", ["pacemakerd", "--version"])):
+        try:
+            version = crm.parse_version(bridge.call(argv).stdout)
+        except (crm.CrmError, OSError):
+            version = None
+        if version is not None:
+            found[name] = version
+    return Versions(**found)
 
 
 @dataclass(frozen=True)
@@ -96,6 +167,7 @@ class ClusterSpec:
     failure_timeout: int = 20
     resource_stickiness: int = 100
     reader_preference: int = 200
+    fencing: bool = False          # fence devices exist (pha.fencing): the fencing option is turned on
 
     @property
     def clone_id(self) -> str:
@@ -190,14 +262,14 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def pcs_commands(spec: ClusterSpec) -> list[list[str]]:
-    """The pcs command lines that build the cluster `spec` describes."""
+def pcs_commands(spec: ClusterSpec, versions: Versions = Versions()) -> list[list[str]]:
+    """The pcs command lines that build the cluster `spec` describes, for those `versions`."""
     validate(spec)
     clone, writer = spec.clone_id, spec.writer_vip_id
     timeout = f"timeout={spec.action_timeout}s"
     monitor_timeout = f"timeout={spec.setting('monitor_timeout')}s"
     commands = [
-        ["pcs", "property", "set", "no-quorum-policy=stop", "stonith-enabled=false"],
+        ["pcs", "property", "set", "no-quorum-policy=stop", f"{versions.fencing_enabled}={_text(spec.fencing)}"],
         ["pcs", "resource", "defaults", "update", f"migration-threshold={spec.migration_threshold}",
          f"failure-timeout={spec.failure_timeout}s", f"resource-stickiness={spec.resource_stickiness}"],
         ["pcs", "resource", "create", spec.resource_id, spec.agent,
@@ -206,11 +278,11 @@ def pcs_commands(spec: ClusterSpec) -> list[list[str]]:
          "op", "promote", timeout, "op", "demote", timeout, "op", "notify", timeout,
          "op", "monitor", f"interval={spec.setting('promoted_monitor')}s", "role=Promoted", monitor_timeout,
          "op", "monitor", f"interval={spec.setting('unpromoted_monitor')}s", "role=Unpromoted", monitor_timeout,
-         "promotable", clone, f"notify={_text(spec.agent == STOCK_AGENT)}", "promoted-max=1",
-         "promoted-node-max=1",
-         f"clone-max={len(spec.nodes)}", "clone-node-max=1"],
+         *versions.clone("promotable", clone, [
+             f"notify={_text(spec.agent == STOCK_AGENT)}", "promoted-max=1", "promoted-node-max=1",
+             f"clone-max={len(spec.nodes)}", "clone-node-max=1"])],
         _vip_create(spec, writer, spec.writer_ip),
-        ["pcs", "constraint", "colocation", "add", writer, "with", "Promoted", clone, "INFINITY"],
+        ["pcs", "constraint", "colocation", "add", writer, "with", "Promoted", clone, "score=INFINITY"],
         ["pcs", "constraint", "order", "promote", clone, "then", "start", writer,
          "symmetrical=false", "kind=Mandatory"],
         ["pcs", "constraint", "order", "demote", clone, "then", "stop", writer,
@@ -224,9 +296,10 @@ def pcs_commands(spec: ClusterSpec) -> list[list[str]]:
         commands += [
             _vip_create(spec, reader, spec.reader_ip),
             # influence=false: the reader's preferences never steer which node is promoted
-            ["pcs", "constraint", "colocation", "add", reader, "with", "Started", clone, "INFINITY",
+            ["pcs", "constraint", "colocation", "add", reader, "with", "Started", clone, "score=INFINITY",
              "influence=false"],
-            ["pcs", "constraint", "location", reader, "rule", f"score={spec.reader_preference}", *rule],
+            ["pcs", "constraint", "location", reader, "rule", f"score={spec.reader_preference}",
+             *versions.rule(rule)],
         ]
     return commands
 
@@ -255,16 +328,8 @@ def apply(commands: Sequence[Sequence[str]], run: crm.Runner = crm.run_command,
     for argv in commands:
         if not argv or argv[0] != "pcs":
             raise ClusterConfigError(f"commands: {shlex.join(argv)!r} is not a pcs command")
-    bridge = crm.Crm(run, timeout)
-    workdir = bridge.call(["mktemp", "-d", "/tmp/pha-cib.XXXXXXXX"]).stdout.strip()
-    if not workdir.startswith("/tmp/pha-cib."):
-        raise crm.CrmError(["mktemp", "-d"], f"returned {workdir!r}, not a /tmp/pha-cib.* directory")
-    original, edited = f"{workdir}/original.xml", f"{workdir}/cib.xml"
-    try:
-        bridge.call(["pcs", "cluster", "cib", original])
-        bridge.call(["cp", original, edited])
+    from pha.cibedit import CibEdit
+    with CibEdit(crm.Crm(run, timeout)) as edit:
         for argv in commands:
-            bridge.call(["pcs", "-f", edited, *argv[1:]])
-        bridge.call(["pcs", "cluster", "cib-push", edited, f"diff-against={original}"])
-    finally:
-        bridge.call(["rm", "-rf", "--", workdir])
+            edit.pcs(argv)
+        edit.push()

@@ -21,6 +21,12 @@ Pacemaker 2.1.5 behaviour this module relies on (measured on a real cluster):
 - `crm_mon --output-as=xml` implies one-shot and already holds node
   attributes, fail counts (in node_history), failures and bans; `-A`/`-f`
   change nothing, so `--include=all` states the intent instead.
+
+Pacemaker 3.0 (Debian 13, measured on 3.0.0) behaves the same for all of the
+above, and parses `-p -v -INFINITY` too. Its crm_mon XML (api-version 2.38)
+moved pacemakerd's state to `<stack pacemakerd-state=...>`; 3.0.2 renamed the
+stonith-* cluster options to fencing-* (`fencing_option`), and crm_mon reports
+`fencing-enabled`. `parse_crm_mon` reads both generations.
 """
 from __future__ import annotations
 
@@ -40,6 +46,8 @@ EXIT_NO_QUORUM = 106  # CRM_EX_QUORUM
 _NOT_SET = "No such device or address"  # strerror(ENXIO) under LC_ALL=C
 
 CRM_MON_ARGV = ("crm_mon", "--one-shot", "--inactive", "--include=all", "--output-as=xml")
+FENCING_RENAMED = (3, 0, 2)
+"""The Pacemaker version that renamed stonith-enabled (and the other stonith-* options) to fencing-*."""
 
 Score = Union[int, str]
 
@@ -303,6 +311,18 @@ def crm_mon(crm: Optional[Crm] = None, timeout: Optional[float] = None) -> "Clus
     return (crm or Crm()).status(timeout)
 
 
+def parse_version(text: str) -> Optional[tuple[int, ...]]:
+    """The first dotted version in `text` ("Pacemaker 3.0.0", "0.11.5", "2.1.5-a3f44794f94"), or None."""
+    import re
+    match = re.search(r"(?<![\d.])(\d+(?:\.\d+)+)", text)
+    return tuple(int(part) for part in match.group(1).split(".")) if match else None
+
+
+def fencing_option(pacemaker_version: Sequence[int]) -> str:
+    """The name of the cluster option that turns fencing on or off in that Pacemaker version."""
+    return "fencing-enabled" if tuple(pacemaker_version) >= FENCING_RENAMED else "stonith-enabled"
+
+
 def _checked_name(what: str, name: str) -> str:
     if not name or name.startswith("-") or any(c.isspace() for c in name):
         raise ValueError(f"{what}: {name!r} is not a valid name")
@@ -558,7 +578,7 @@ def _int(element: Element, name: str, default: int = 0) -> int:
 
 
 def parse_crm_mon(xml_text: str) -> ClusterStatus:
-    """Parse `crm_mon --output-as=xml` (pacemaker 2.1) into a ClusterStatus."""
+    """Parse `crm_mon --output-as=xml` (Pacemaker 2.1 or 3.0) into a ClusterStatus."""
     root = _xml_root(xml_text, "crm_mon")
     status = root.find("status")
     if status is not None and status.get("code", "0") != "0":
@@ -615,7 +635,7 @@ def _summary(root: Element, el: Element) -> Summary:
     nodes = el.find("nodes_configured")
     rscs = el.find("resources_configured")
     options = el.find("cluster_options")
-    pacemakerd = root.find("pacemakerd")
+    pacemakerd = root.find("pacemakerd")   # 2.1; 3.0 has <stack pacemakerd-state=...>
 
     def opt(name: str, default: str) -> str:
         return options.get(name, default) if options is not None else default
@@ -632,9 +652,10 @@ def _summary(root: Element, el: Element) -> Summary:
         resources_blocked=_int(rscs, "blocked") if rscs is not None else 0,
         maintenance_mode=opt("maintenance-mode", "false") == "true",
         stop_all_resources=opt("stop-all-resources", "false") == "true",
-        stonith_enabled=opt("stonith-enabled", "true") == "true",
+        stonith_enabled=opt("fencing-enabled", opt("stonith-enabled", "true")) == "true",
         no_quorum_policy=opt("no-quorum-policy", "stop"),
-        pacemakerd_state=pacemakerd.get("state") if pacemakerd is not None else None,
+        pacemakerd_state=(pacemakerd.get("state") if pacemakerd is not None
+                          else stack.get("pacemakerd-state") if stack is not None else None),
     )
 
 

@@ -24,19 +24,23 @@ nothing. Constraints that `crm_resource --move/--ban` made on pha's resources
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import shlex
 from typing import Callable, NamedTuple, Optional, Sequence
 
-from pha import __version__, cluster, crm
+from pha import __version__, cluster, crm, fencing, files, values
+from pha.cib import existing_acls, existing_primitives, kept_constraints, patch_changes
+from pha.cibedit import CibEdit
 from pha.config import Config
+from pha.pgsql import names
 
 LVS_ID = "lvsdr"
 REALSVR_ID = "lvsdr-realsvr"
 REALSVR_CLONE = f"{REALSVR_ID}-clone"
-STREAMING_STANDBY_REGEX = "|".join(cluster.STREAMING_STANDBY_STATUSES)
-LAG_ATTRIBUTE = "pgsql-replay-lag"   # published by ocf:pha:pgsql on the standbys
+STREAMING_STANDBY_REGEX = "|".join(names.STREAMING_STANDBY_STATUSES)
+HEALTH_ROLE = "pha-health-read"      # the ACL role of `pha health`'s user: read the CIB, nothing else
 SCRIPT_CIB = "pha-cib.xml"
 SCRIPT_ORIGINAL = "pha-cib.orig.xml"
 WORKDIR_PREFIX = "/tmp/pha-setup."
@@ -63,11 +67,10 @@ def lock_command(config: Config, action: str) -> str:
 def pgsql_params(config: Config) -> dict[str, object]:
     """ocf:pha:pgsql's instance attributes from config.ini (no password: a passfile path at most)."""
     params: dict[str, object] = {
-        "pgctl": config["pgsql_pgctl"], "pgdata": config["pgsql_pgdata"],
         "pgport": config["pgsql_pgport"], "pgdba": config["pgsql_pgdba"],
         "socketdir": config["pgsql_socketdir"], "repuser": config["pgsql_repuser"],
     }
-    optional = {"config": "pgsql_config", "logfile": "pgsql_logfile", "tmpdir": "pgsql_tmpdir",
+    optional = {"pgctl": "pgsql_pgctl", "pgdata": "pgsql_pgdata", "config": "pgsql_config", "logfile": "pgsql_logfile", "tmpdir": "pgsql_tmpdir",
                 "passfile": "pgsql_passfile", "restore_command": "pgsql_restore_command"}
     params.update({name: config[key] for name, key in optional.items() if config[key]})
     if config["max_lag"] and config["pgsql_rep_mode"] == "async":
@@ -85,7 +88,8 @@ def cluster_spec(config: Config) -> cluster.ClusterSpec:
         reader_ip=str(config["reader_vip"]) if config["reader_vip"] else None,
         rep_mode=str(config["pgsql_rep_mode"]), pgsql_params=pgsql_params(config),
         nic=str(config["vip_nic"]) if config["vip_nic"] else None,
-        cidr_netmask=int(config["vip_cidr_netmask"]))  # type: ignore[arg-type]
+        cidr_netmask=int(config["vip_cidr_netmask"]),  # type: ignore[arg-type]
+        fencing=config.values.get("fencing") not in (None, fencing.NONE))
 
 
 def discovery_conninfo(config: Config) -> str:
@@ -97,7 +101,8 @@ def discovery_conninfo(config: Config) -> str:
     return " ".join(parts)
 
 
-def lvs_commands(config: Config, spec: cluster.ClusterSpec) -> list[list[str]]:
+def lvs_commands(config: Config, spec: cluster.ClusterSpec,
+                 versions: cluster.Versions = cluster.Versions()) -> list[list[str]]:
     """The LVS director and the real-server clone (muti_with_lvs, three_plus_x with enable_lvs)."""
     reader = str(config["reader_vip"])
     params = {"vip": reader, "port": config["pgsql_pgport"], "scheduler": config["lvs_scheduler"],
@@ -112,7 +117,7 @@ def lvs_commands(config: Config, spec: cluster.ClusterSpec) -> list[list[str]]:
         params.update(realserver_dependent_resource=REALSVR_CLONE,
                       realserver_dependent_attribute_name=spec.status_attribute,
                       realserver_dependent_attribute_value=STREAMING_STANDBY_REGEX,
-                      lag_attribute_name=LAG_ATTRIBUTE)
+                      lag_attribute_name=names.ATTR_LAG)
     if config["max_lag"]:
         params["max_lag"] = config["max_lag"]
     if config["allowed_networks"]:
@@ -128,27 +133,58 @@ def lvs_commands(config: Config, spec: cluster.ClusterSpec) -> list[list[str]]:
          f"nic_lo={config['lvs_realsvr_nic_lo']}",
          "op", "start", "timeout=20s", "op", "stop", "timeout=20s",
          "op", "monitor", "interval=10s", "timeout=20s",
-         "clone", REALSVR_CLONE, "clone-node-max=1"],
+         *versions.clone("clone", REALSVR_CLONE, ["clone-node-max=1"])],
         # the director goes with the reader VIP, which prefers a streaming standby
-        ["pcs", "constraint", "colocation", "add", LVS_ID, "with", spec.reader_vip_id, "INFINITY"],
+        ["pcs", "constraint", "colocation", "add", LVS_ID, "with", spec.reader_vip_id, "score=INFINITY"],
         ["pcs", "constraint", "order", "start", LVS_ID, "then", "start", spec.reader_vip_id,
          "kind=Optional"],
         # real servers: the standbys (VIP on lo, ARP sysctls); never the primary
         ["pcs", "constraint", "colocation", "add", REALSVR_CLONE, "with", "Unpromoted", spec.clone_id,
-         "INFINITY", "influence=false"],
+         "score=INFINITY", "influence=false"],
         ["pcs", "constraint", "order", "start", REALSVR_CLONE, "then", "start", LVS_ID, "kind=Optional"],
     ]
 
 
-def pcs_commands(config: Config) -> list[list[str]]:
-    """Every pcs command line of the config's template, in order."""
+def acl_commands(user: str) -> list[list[str]]:
+    """Read-only CIB access for `pha health`'s user (a member of haclient): an ACL role, the user,
+    and enable-acl=true, without which every haclient member may write the CIB (and so run
+    anything as root through a resource's parameters). root and hacluster are not subject to ACLs."""
+    return [
+        ["pcs", "acl", "role", "create", HEALTH_ROLE, "description=pha health: read the CIB only",
+         "read", "xpath", "/cib"],
+        ["pcs", "acl", "user", "create", user, HEALTH_ROLE],
+        ["pcs", "property", "set", "enable-acl=true"],
+    ]
+
+
+def pcs_commands(config: Config, versions: cluster.Versions = cluster.Versions()) -> list[list[str]]:
+    """Every pcs command line of the config's template, in order, for pcs/Pacemaker `versions`."""
     spec = cluster_spec(config)
-    commands = cluster.pcs_commands(spec)
+    commands = cluster.pcs_commands(spec, versions)
     if config.template == "dual":
         commands = [_with_property(argv, "no-quorum-policy", "ignore") for argv in commands]
     if config.lvs:
-        commands += lvs_commands(config, spec)
+        commands += lvs_commands(config, spec, versions)
+    if config["health_user"]:
+        commands += acl_commands(str(config["health_user"]))
+    commands += fencing.pcs_commands(config)      # refuses a config that says nothing of fencing
+    for argv in commands:
+        check_no_secrets(argv)
     return commands
+
+
+def check_no_secrets(argv: Sequence[str]) -> None:
+    """Refuse a `pcs resource create` whose parameters would put a password into the CIB."""
+    if list(argv[:3]) != ["pcs", "resource", "create"]:
+        return
+    for word in argv[5:]:
+        if word == "op":
+            break
+        name, _, value = word.partition("=")
+        try:
+            values.check_no_secret_param(name, value)
+        except ValueError as exc:
+            raise SetupError(f"resource {argv[3]}: {exc}") from None
 
 
 def _with_property(argv: list[str], name: str, value: str) -> list[str]:
@@ -160,7 +196,8 @@ def _with_property(argv: list[str], name: str, value: str) -> list[str]:
 def managed_ids(config: Config) -> tuple[str, ...]:
     """The primitives `pha setup` owns: it rebuilds exactly these (and their clones)."""
     spec = cluster_spec(config)
-    return (spec.resource_id, spec.writer_vip_id, spec.reader_vip_id, LVS_ID, REALSVR_ID)
+    return (spec.resource_id, spec.writer_vip_id, spec.reader_vip_id, LVS_ID, REALSVR_ID,
+            *fencing.managed_ids(config))
 
 
 def render_script(config: Config, commands: Sequence[Sequence[str]]) -> str:
@@ -184,56 +221,6 @@ def render_script(config: Config, commands: Sequence[Sequence[str]]) -> str:
         lines.append(shlex.join(["pcs", "-f", SCRIPT_CIB, *argv[1:]]))
     lines.append(f"pcs cluster cib-push {SCRIPT_CIB} diff-against={SCRIPT_ORIGINAL}")
     return "\n".join(lines) + "\n"
-
-
-# --- reading a CIB (pure) ------------------------------------------------------------
-def _root(xml_text: str, what: str):
-    from xml.etree import ElementTree
-    try:
-        return ElementTree.fromstring(xml_text)
-    except ElementTree.ParseError as exc:
-        raise SetupError(f"{what} is not XML: {exc}") from None
-
-
-def existing_primitives(cib_xml: str, ids: Sequence[str]) -> list[str]:
-    """Which of `ids` are primitives in the CIB's resources."""
-    root = _root(cib_xml, "the CIB")
-    found = {el.get("id") for el in root.iterfind("configuration/resources//primitive")}
-    return [rsc_id for rsc_id in ids if rsc_id in found]
-
-
-def kept_constraints(cib_xml: str, ids: Sequence[str]) -> list[str]:
-    """The cli-* constraints (crm_resource --move/--ban) on `ids` or their clones, as XML text."""
-    from xml.etree import ElementTree
-    root = _root(cib_xml, "the CIB")
-    names = set(ids)
-    for clone in root.iterfind("configuration/resources/clone"):
-        if any(p.get("id") in ids for p in clone.iter("primitive")):
-            names.add(clone.get("id", ""))
-    kept = []
-    for el in root.iterfind("configuration/constraints/*"):
-        refs = {el.get(a) for a in ("rsc", "with-rsc", "first", "then")}
-        refs |= {r.get("id") for r in el.iter("resource_ref")}
-        if el.get("id", "").startswith("cli-") and refs & names:
-            kept.append(ElementTree.tostring(el, encoding="unicode").strip())
-    return kept
-
-
-def patch_changes(patch_xml: str) -> list[str]:
-    """A crm_diff patch (format 2) as lines: 'create /cib/configuration/resources/...'."""
-    if not patch_xml.strip():
-        return []
-    root = _root(patch_xml, "crm_diff's patch")
-    changes = []
-    for change in root.iter("change"):
-        path = change.get("path", "")
-        operation = change.get("operation", "")
-        if operation == "create":
-            created = next(iter(change), None)
-            if created is not None:
-                path += f"/{created.tag}" + (f"[@id='{created.get('id')}']" if created.get("id") else "")
-        changes.append(f"{operation} {path}")
-    return changes
 
 
 def cluster_members(status: crm.ClusterStatus) -> list[str]:
@@ -294,37 +281,53 @@ def setup(config: Config, run: crm.Runner, where: str, dry_run: bool = False,
     say = progress or (lambda _text: None)
     bridge = crm.Crm(run, timeout=60.0)
     preflight(config, bridge, where)
-    commands = pcs_commands(config)
+    versions = cluster.detect_versions(run)
+    fence_names = fencing.detect_names(lambda argv: bridge.call(argv, ok=tuple(range(256))))
+    commands = pcs_commands(config, dataclasses.replace(versions, fencing_name=fence_names.enabled))
+    with CibEdit(bridge, WORKDIR_PREFIX) as edit:
+        return _rebuild(edit, config, commands, where, dry_run, say)
+
+
+def _rebuild(edit: CibEdit, config: Config, commands: list[list[str]], where: str, dry_run: bool,
+             say: Progress) -> SetupResult:
+    """Rebuild pha's resources in the copy; push the difference unless dry_run or none."""
     ids = managed_ids(config)
-    workdir = bridge.call(["mktemp", "-d", f"{WORKDIR_PREFIX}XXXXXXXX"]).stdout.strip()
-    if not workdir.startswith(WORKDIR_PREFIX):
-        raise SetupError(f"{where}: mktemp returned {workdir!r}")
-    original, edited = f"{workdir}/original.xml", f"{workdir}/cib.xml"
-    try:
-        bridge.call(["pcs", "cluster", "cib", original])
-        live = bridge.call(["cat", original]).stdout
-        bridge.call(["cp", original, edited])
-        existing = existing_primitives(live, ids)
-        kept = kept_constraints(live, ids)
-        for rsc_id in existing:
-            bridge.call(["pcs", "-f", edited, "resource", "delete", rsc_id])
-        say(f"{where}: building the configuration ({len(commands)} pcs commands"
-            + (f", rebuilding {', '.join(existing)}" if existing else "") + ")")
-        for argv in commands:
-            bridge.call(["pcs", "-f", edited, *argv[1:]])
-        for xml_text in kept:
-            bridge.call(["env", f"CIB_file={edited}", "cibadmin", "--create", "--scope=constraints",
-                         f"--xml-text={xml_text}"], ok=(0, 1, 105))  # gone with its resource: dropped
-        diff = bridge.call(["crm_diff", "--original", original, "--new", edited, "--no-version"],
-                           ok=(0, 1))
-        changes = patch_changes(diff.stdout) if diff.returncode == 1 else []
-        if not changes or dry_run:
-            return SetupResult(changes, False, where)
-        say(f"{where}: pushing {len(changes)} change{'s' if len(changes) != 1 else ''} in one CIB diff")
-        bridge.call(["pcs", "cluster", "cib-push", edited, f"diff-against={original}"], timeout=PUSH_TIMEOUT)
-        return SetupResult(changes, True, where)
-    finally:
-        bridge.call(["rm", "-rf", "--", workdir], ok=(0, 1))
+    live = edit.live()
+    existing = existing_primitives(live, ids)
+    kept = kept_constraints(live, ids)
+    for rsc_id in existing:
+        edit.pcs(fencing.delete_command(rsc_id))
+    user = str(config["health_user"])
+    if user:                                      # pha owns its health user's ACL: rebuilt too
+        targets, roles = existing_acls(live)
+        if user in targets:
+            edit.pcs(["pcs", "acl", "user", "delete", user])
+        if HEALTH_ROLE in roles:
+            edit.pcs(["pcs", "acl", "role", "delete", HEALTH_ROLE])
+        _warn_about_haclient(edit, user, targets, where, say)
+    say(f"{where}: building the configuration ({len(commands)} pcs commands"
+        + (f", rebuilding {', '.join(existing)}" if existing else "") + ")")
+    for argv in commands:
+        edit.pcs(argv)
+    for xml_text in kept:
+        edit.run(["cibadmin", "--create", "--scope=constraints", f"--xml-text={xml_text}"],
+                 ok=(0, 1, 105))  # gone with its resource: dropped
+    changes = patch_changes(edit.diff())
+    if not changes or dry_run:
+        return SetupResult(changes, False, where)
+    say(f"{where}: pushing {len(changes)} change{'s' if len(changes) != 1 else ''} in one CIB diff")
+    edit.push(timeout=PUSH_TIMEOUT)
+    return SetupResult(changes, True, where)
+
+
+def _warn_about_haclient(edit: CibEdit, user: str, targets: set[str], where: str, say: Progress) -> None:
+    """With enable-acl=true, a haclient member without an ACL of its own loses all CIB access."""
+    found = edit.bridge.call(["getent", "group", "haclient"], ok=(0, 2)).stdout.strip()
+    members = set(found.split(":")[3].split(",")) if found.count(":") == 3 else set()
+    stranded = sorted(members - {"", "root", "hacluster", user} - targets)
+    if stranded:
+        say(f"{where}: enable-acl=true: {', '.join(stranded)} (in haclient, no ACL) will have no access to "
+            "the CIB; give them a role (pcs acl user create NAME ROLE) if they need one")
 
 
 def _passfile_escape(text: str) -> str:
@@ -348,21 +351,17 @@ def write_passfile(config: Config) -> Optional[str]:
     prefix = passfile_prefix(config)
     entry = prefix + _passfile_escape(str(password)) + "\n"
     try:
-        with open(path) as f:
-            lines = f.readlines()
+        lines = files.read_nofollow(path).splitlines(keepends=True)
     except FileNotFoundError:
         lines = []
+    except OSError as exc:          # ELOOP: a symlink (another user may have planted it)
+        raise SetupError(f"pgsql_passfile={path}: cannot be read safely: {exc.strerror or exc} "
+                         "(a symlink is never followed): remove it") from None
     if entry in lines:
         return None
     lines = [line for line in lines if not line.startswith(prefix)] + [entry]
     account = pwd.getpwnam(str(config["pgsql_pgdba"]))
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    tmp = f"{path}.pha-tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, "".join(lines).encode())
-        os.fchown(fd, account.pw_uid, account.pw_gid)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    # a fresh O_EXCL|O_NOFOLLOW file, 0600 and owned by pgdba before the password is written
+    files.write_atomic(path, "".join(lines), 0o600, account.pw_uid, account.pw_gid)
     return path

@@ -2,8 +2,10 @@
 
 `active_standbys(conninfo)` asks the primary's pg_stat_replication for the standbys that
 stream to it now (sync, potential, quorum or async), with their replay lag in bytes and
-seconds; the lvsdr agent calls it in-process. `is_active_standby(conninfo, host)` connects
-to one host and asks whether it is in recovery.
+seconds; the lvsdr agent calls it in-process. `serving(standbys, resolve)` keeps those whose
+application_name is a valid name of the address they connect from: get_active_slaves prints
+only these, one a line. `is_active_standby(conninfo, host)` connects to one host and asks
+whether it is in recovery.
 
 Both commands keep the shape of pha4pgsql's tools:
     get_active_slaves [PSQL] CONNINFO [--json]
@@ -19,9 +21,12 @@ import os
 import shlex
 import sys
 from dataclasses import asdict, dataclass
-from typing import Any, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, Sequence
 
 import click
+
+if TYPE_CHECKING:
+    from pha.lvs.plan import Resolver
 
 DEFAULT_CONNECT_TIMEOUT = 5
 DEFAULT_STATEMENT_TIMEOUT_MS = 5000
@@ -57,13 +62,14 @@ class Standby:
 
 def check_conninfo(conninfo: str) -> dict[str, str]:
     """Parse a libpq connection string; refuse one that carries a password."""
-    from psycopg.conninfo import conninfo_to_dict
+    from pha.values import conninfo_dict, conninfo_secret
     try:
-        params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items()}
-    except Exception as exc:   # psycopg.ProgrammingError: the message names the problem
-        raise DiscoveryError(f"invalid connection string: {exc}") from None
-    if "password" in params:
-        raise DiscoveryError("the connection string holds a password; put it in a passfile "
+        secret = conninfo_secret(conninfo)
+        params = conninfo_dict(conninfo)
+    except ValueError as exc:
+        raise DiscoveryError(f"the connection string {exc}") from None
+    if secret:
+        raise DiscoveryError(f"the connection string holds a {secret}; put it in a passfile "
                              "(~/.pgpass, PGPASSFILE or passfile=) or PGPASSWORD instead")
     return params
 
@@ -105,6 +111,23 @@ def active_standbys(conninfo: str, connect_timeout: int = DEFAULT_CONNECT_TIMEOU
     return [Standby(name=r[0], state=r[1], sync_state=r[2], client_addr=r[3],
                     lag_bytes=None if r[4] is None else int(r[4]),
                     replay_lag_seconds=None if r[5] is None else float(r[5])) for r in rows]
+
+
+def serving(standbys: Sequence[Standby], resolve: Resolver) -> tuple[list[Standby], list[str]]:
+    """(the standbys that may serve reads, why each other one may not).
+
+    A standby serves under its application_name only when that is a valid name that is,
+    or resolves to, the address it connects from (see pha.lvs.plan.standby_address).
+    """
+    from pha.lvs.plan import standby_address
+    usable, skipped = [], []
+    for standby in standbys:
+        address, problem = standby_address(standby.name, standby.client_addr, [], resolve)
+        if address is None:
+            skipped.append(problem)
+        else:
+            usable.append(standby)
+    return usable, skipped
 
 
 def is_active_standby(conninfo: str, host: str, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT) -> bool:
@@ -165,23 +188,31 @@ RAW_ARGS = {"ignore_unknown_options": True, "allow_interspersed_args": True,
 @click.pass_context
 def get_active_slaves_cmd(ctx: click.Context, as_json: bool, connect_timeout: int,
                           args: tuple[str, ...]) -> None:
-    """Print the application_names of the standbys streaming to the primary.
+    """Print the application_names of the standbys streaming to the primary, one a line.
 
     \b
     usage: get_active_slaves [PSQL] CONNINFO [--json]
     CONNINFO points at the primary, e.g. "host=10.0.0.1 user=replication dbname=postgres".
+    A standby is printed only when its name is a valid hostname or IPv4 address that is,
+    or resolves to, the address it connects from (never over a unix socket or loopback);
+    the others are named on stderr.
     PSQL, the psql path of pha4pgsql's tool, is accepted and ignored. No password in
     CONNINFO: use ~/.pgpass, PGPASSFILE or PGPASSWORD.
     """
+    from pha.lvs.hosts import local_resolver
     prog = ctx.find_root().info_name or "get_active_slaves"
     try:
         standbys = active_standbys(parse_get_args(args), connect_timeout)
     except DiscoveryError as exc:
         _fail(prog, exc)
+    usable, skipped = serving(standbys, local_resolver())
+    for problem in skipped:
+        click.echo(f"{prog}: skipped {problem}", err=True)
     if as_json:
-        click.echo(json.dumps([asdict(s) for s in standbys]))
+        click.echo(json.dumps([asdict(s) for s in usable]))
     else:
-        click.echo(" ".join(s.name for s in standbys))
+        for standby in usable:
+            click.echo(standby.name)
 
 
 @click.command("check-active-slave", context_settings=RAW_ARGS)

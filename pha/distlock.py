@@ -18,6 +18,8 @@ import sys
 
 import click
 
+from pha.values import check_no_secret, mask
+
 TABLE = "pha_distlock"
 CREATE = f"""create table if not exists {TABLE} (
     name text primary key,
@@ -39,12 +41,14 @@ class LockError(Exception):
 
 def _connect(conninfo: str, timeout: int):
     import psycopg
-    if "password=" in conninfo.replace(" ", ""):
-        raise LockError("--conninfo holds a password: use a passfile (passfile=... or PGPASSFILE)")
+    try:
+        check_no_secret(conninfo)
+    except ValueError as err:
+        raise LockError(f"--conninfo {err}") from None
     try:
         return psycopg.connect(conninfo, connect_timeout=timeout, autocommit=True)
     except psycopg.Error as err:
-        raise LockError(f"cannot reach the lock server: {err}".strip()) from None
+        raise LockError(f"cannot reach the lock server: {mask(str(err))}".strip()) from None
 
 
 def take(conninfo: str, name: str, holder: str, ttl: int, timeout: int = 3) -> bool:

@@ -34,7 +34,6 @@ standby; a standby would refuse their writes anyway.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import shlex
 from pathlib import Path
@@ -42,12 +41,13 @@ from typing import NamedTuple, Optional
 
 import click
 
-from pha.health.state import parse_size
+from pha.files import write_atomic
+from pha.values import parse_int, parse_size, shown
 
 BALANCES = ("roundrobin", "leastconn")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
-_DURATION = re.compile(r"(\d{1,7})(ms|s|m)?")
+_DURATION = re.compile(r"([0-9]{1,7})(ms|s|m)?")
 _NODE_KEY = re.compile(r"node(\d{1,3})")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 HAPROXY_KEYS = ("haproxy_addresses", "haproxy_bind", "haproxy_rw_port", "haproxy_ro_port",
@@ -117,16 +117,19 @@ def _where(path: str, entries: dict[str, Entry], key: str) -> str:
 
 def _bad(path: str, entries: dict[str, Entry], key: str, problem: str) -> ConfigError:
     value = entries[key].value if key in entries else ""
-    return ConfigError(f"{_where(path, entries, key)}: {value!r} {problem}")
+    return ConfigError(f"{_where(path, entries, key)}: {shown(value)!r} {problem}")
 
 
 def _int(path: str, entries: dict[str, Entry], key: str, default: int, low: int, high: int) -> int:
     if key not in entries or entries[key].value == "":
         return default
-    text = entries[key].value
-    if not re.fullmatch(r"\d{1,9}", text) or not low <= int(text) <= high:
+    try:
+        value = parse_int(entries[key].value)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
         raise _bad(path, entries, key, f"is not an integer between {low} and {high}")
-    return int(text)
+    return value
 
 
 def _duration_ms(path: str, entries: dict[str, Entry], key: str, default: Optional[int]) -> Optional[int]:
@@ -270,16 +273,6 @@ def render(config: HAProxyConfig) -> str:
     return "\n".join(lines)
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Write `path` (mode 0644: it holds no secret) through a temporary file and a rename."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(tmp, target)
-
-
 @click.command("haproxy-cfg")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
@@ -297,5 +290,8 @@ def gencfg_haproxy(config: str, output: Optional[str]) -> None:
     if output is None:
         click.echo(text, nl=False)
     else:
-        write_atomically(output, text)
+        try:
+            write_atomic(output, text, mode=0o644)      # it holds no secret; HAProxy reads it
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
         click.echo(f"wrote {output}", err=True)

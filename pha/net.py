@@ -5,15 +5,18 @@ Import this module lazily from agents: it imports pyroute2, which is heavy
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import socket
 import struct
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
@@ -21,7 +24,18 @@ ETH_P_ARP = 0x0806
 
 
 class NetError(Exception):
-    """A network object is missing or a netlink request failed."""
+    """A network object is missing or a netlink request failed (with the kernel's errno and message)."""
+
+
+@contextmanager
+def _netlink(what: str) -> Iterator[None]:
+    """Turn a failed netlink request into NetError("what: ERRNO message")."""
+    try:
+        yield
+    except NetlinkError as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+        message = exc.args[1] if len(exc.args) > 1 and exc.args[1] else os.strerror(code)
+        raise NetError(f"{what}: {errno.errorcode.get(code, str(code))} {message}") from None
 
 
 @dataclass(frozen=True)
@@ -35,7 +49,7 @@ class Link:
 
 def get_link(name: str) -> Optional[Link]:
     """The interface called `name`, or None."""
-    with IPRoute() as ipr:
+    with _netlink(f"reading interface {name}"), IPRoute() as ipr:
         found = ipr.link("get", ifname=name) if _exists(ipr, name) else []
     if not found:
         return None
@@ -53,7 +67,7 @@ def route_nic(address: str) -> Optional[str]:
     """The interface that holds `address`, else the one the kernel would use
     to reach it, or None."""
     want = ipaddress.ip_address(address)
-    with IPRoute() as ipr:
+    with _netlink(f"finding the interface toward {address}"), IPRoute() as ipr:
         for msg in ipr.get_addr(family=socket.AF_INET if want.version == 4 else socket.AF_INET6):
             if ipaddress.ip_address(msg.get("IFA_ADDRESS")) == want:
                 return ipr.link("get", index=msg["index"])[0].get("IFLA_IFNAME")
@@ -77,9 +91,18 @@ def covering_prefix(nic: str, address: str) -> Optional[int]:
     return None
 
 
+def networks_holding(address: str) -> list[ipaddress.IPv4Network]:
+    """The networks (prefix shorter than /32) of this host's IPv4 addresses that hold `address`."""
+    want = ipaddress.IPv4Address(address)
+    with _netlink("reading IPv4 addresses"), IPRoute() as ipr:
+        found = [(m.get("IFA_ADDRESS"), m["prefixlen"]) for m in ipr.get_addr(family=socket.AF_INET)]
+    networks = [ipaddress.IPv4Network(f"{a}/{p}", strict=False) for a, p in found if a and p < 32]
+    return list(dict.fromkeys(n for n in networks if want in n and not n.is_loopback))
+
+
 def addresses(nic: str) -> list[tuple[str, int, str]]:
     """(address, prefixlen, label) of every address on `nic`."""
-    with IPRoute() as ipr:
+    with _netlink(f"reading the addresses of {nic}"), IPRoute() as ipr:
         index = ipr.link_lookup(ifname=nic)
         if not index:
             raise NetError(f"no interface {nic}")
@@ -106,7 +129,7 @@ def add_address(nic: str, address: str, prefixlen: int, label: Optional[str] = N
         if label:
             extra["label"] = label
     extra = {k: v for k, v in extra.items() if v}
-    with IPRoute() as ipr:
+    with _netlink(f"adding {ip}/{prefixlen} to {nic}"), IPRoute() as ipr:
         index = ipr.link_lookup(ifname=nic)
         if not index:
             raise NetError(f"no interface {nic}")
@@ -117,7 +140,7 @@ def del_address(nic: str, address: str) -> bool:
     """Remove every `address` from `nic`; True when something was removed."""
     want = ipaddress.ip_address(address)
     removed = False
-    with IPRoute() as ipr:
+    with _netlink(f"removing {want} from {nic}"), IPRoute() as ipr:
         index = ipr.link_lookup(ifname=nic)
         if not index:
             return False

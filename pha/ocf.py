@@ -5,8 +5,13 @@ declaration this module produces the meta-data XML, typed parameters with
 defaults, validate-all, and the errors Pacemaker expects. It also parses the
 clone/notify environment and logs the way ocf-shellfuncs does.
 
+Every value that reaches a message (exit reason, log line) goes through
+pha.values.shown(): one line, masked, truncated. An unexpected exception in
+an action ends it with OCF_ERR_GENERIC, "internal error: ..." as the exit
+reason and the traceback in the log.
+
 This module is on every agent's hot path: it imports only the standard
-library, and only what it needs.
+library and pha.values, and only what it needs.
 """
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Optional, TypeVar, Union
+
+from pha.values import mask, parse_int, shown
 
 # --- return codes (OCF 1.1, plus Pacemaker's degraded codes) --------------------
 SUCCESS = 0
@@ -48,6 +55,7 @@ PARAM_TYPES = ("string", "integer", "boolean", "select")
 ROLES = ("Promoted", "Unpromoted")
 _TRUE = frozenset({"1", "true", "yes", "on", "y"})
 _FALSE = frozenset({"0", "false", "no", "off", "n"})
+MAX_LINE = 2000  # characters of one log line or exit reason
 
 Value = Union[str, int, bool, None]
 T = TypeVar("T")
@@ -80,6 +88,7 @@ class Param:
     deprecated: bool = False
     replaced_with: tuple[str, ...] = ()
     check: Optional[Callable[[Value], Optional[str]]] = None
+    secret: bool = False  # never echo the value (messages show ***)
 
     def __post_init__(self) -> None:
         if self.type not in PARAM_TYPES:
@@ -90,33 +99,47 @@ class Param:
             raise ValueError(f"parameter {self.name}: a required parameter has no default")
 
     def parse(self, raw: str) -> Value:
-        """Convert the raw environment string; raise OCFError naming the parameter."""
+        """Convert the raw environment string; raise OCFError naming the parameter.
+
+        `check` returns a problem ("must be 1-100") or None; it may also raise
+        ValueError with the problem (the pha.values parsers do).
+        """
+        value: Value
         if self.type == "integer":
             try:
-                value: Value = int(raw.strip(), 10)
-            except ValueError:
-                raise _bad(self.name, raw, "is not an integer") from None
+                value = parse_int(raw)
+            except ValueError as err:
+                raise self.bad(raw, str(err)) from None
         elif self.type == "boolean":
             word = raw.strip().lower()
             if word not in _TRUE | _FALSE:
-                raise _bad(self.name, raw, "is not a boolean (true/false)")
+                raise self.bad(raw, "is not a boolean (true/false)")
             value = word in _TRUE
         elif self.type == "select":
             if raw not in self.options:
-                raise _bad(self.name, raw, "must be one of " + ", ".join(self.options))
+                raise self.bad(raw, "must be one of " + ", ".join(self.options))
             value = raw
         else:
             value = raw
         if self.check is not None:
-            problem = self.check(value)
+            try:
+                problem = self.check(value)
+            except ValueError as err:
+                problem = str(err)
             if problem:
-                raise _bad(self.name, raw, problem)
+                raise self.bad(raw, problem)
         return value
 
+    def bad(self, raw: str, problem: str) -> OCFError:
+        """OCF_ERR_CONFIGURED naming this parameter and its value (see bad_param)."""
+        return bad_param(self.name, raw, problem, self.secret)
 
-def _bad(name: str, raw: str, problem: str) -> OCFError:
+
+def bad_param(name: str, value: object, problem: str, secret: bool = False) -> OCFError:
+    """OCF_ERR_CONFIGURED "parameter NAME=VALUE PROBLEM", the value put through
+    pha.values.shown() (one line, masked, truncated; *** when `secret`)."""
     # No quotes: Pacemaker 2.1 escapes them twice on their way to crm_mon.
-    return OCFError(ERR_CONFIGURED, f"parameter {name}={raw} {problem}")
+    return OCFError(ERR_CONFIGURED, f"parameter {name}={shown(value, secret)} {problem}")
 
 
 @dataclass(frozen=True)
@@ -240,6 +263,8 @@ class Agent:
             exit_reason(err.reason)
             log.error(err.reason)
             return err.rc
+        except Exception as err:  # a bug, or MemoryError/RecursionError: fail this action only
+            return internal_error(err, log)
         log.debug(f"{action} returned {CODE_NAMES.get(rc, rc)}")
         return rc
 
@@ -247,9 +272,20 @@ class Agent:
         actions = sorted({"meta-data", "validate-all", *self.handlers})
         return f"usage: {self.name} {{{'|'.join(actions)}}}\n"
 
-    def main(self) -> None:
-        """Entry point used by the in-process path of the ocf/ shims."""
-        sys.exit(self.run(sys.argv[1:]))
+
+def internal_error(err: BaseException, log: "Log") -> int:
+    """An unexpected exception: OCF_ERR_GENERIC, its type and message as the exit
+    reason, the traceback in the log (one log line per traceback line)."""
+    import traceback
+    reason = f"internal error: {type(err).__name__}: {shown(err)}"
+    exit_reason(reason)
+    try:
+        for chunk in traceback.format_exception(err):
+            for line in chunk.rstrip("\n").split("\n"):
+                log.error(line)
+    except Exception:  # MemoryError/RecursionError again while formatting: the reason is out
+        pass
+    return ERR_GENERIC
 
 
 def _x(text: str) -> str:
@@ -449,7 +485,6 @@ def parse_notify(env: Mapping[str, str]) -> Optional[Notify]:
 
 
 # --- logging and exit reasons --------------------------------------------------------
-LEVELS = ("debug", "info", "warning", "error", "crit")
 _SYSLOG_PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "crit": 2}
 
 
@@ -467,8 +502,10 @@ class Log:
         self.facility = "" if facility in ("", "none") else facility
 
     def log(self, level: str, msg: str) -> None:
+        """One log line: `msg` is made one line (escaped), masked and truncated."""
         if level == "debug" and not self.debug_on:
             return
+        msg = one_line(msg)
         line = f"{self.tag}: {level.upper()}: {msg}"
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
@@ -499,5 +536,16 @@ class Log:
 
 def exit_reason(reason: str) -> None:
     """Tell Pacemaker why an action failed (shown in crm_mon's failures)."""
-    sys.stderr.write("ocf-exit-reason:" + reason.replace("\n", " ") + "\n")
+    sys.stderr.write("ocf-exit-reason:" + one_line(reason.replace("\n", " ")) + "\n")
     sys.stderr.flush()
+
+
+def one_line(text: str) -> str:
+    """`text` as one line of a log or an exit reason: control characters escaped
+    (a value cannot forge a line), passwords masked, at most MAX_LINE characters."""
+    text = mask(str(text))
+    if not text.isprintable():
+        text = text.encode("unicode_escape", "backslashreplace").decode("ascii")
+    if len(text) > MAX_LINE:
+        text = text[:MAX_LINE] + f"...({len(text)} characters)"
+    return text

@@ -18,6 +18,8 @@ SOCKET_ENV = "PHA_WORKER_SOCKET"
 SOCKET_DIR = "/run/pha"
 # Actions that are cheaper in-process than a round trip to the worker.
 LOCAL_ACTIONS = frozenset({"usage", "help"})
+# The worker's replies meaning that nothing ran (see pha.worker): run it in-process.
+NOT_TAKEN = frozenset({b"stale\n", b"busy\n", b"unread\n"})
 
 
 def socket_path() -> str:
@@ -56,6 +58,8 @@ def call_worker(agent: str, argv: list[str]) -> "int | None":
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.connect(socket_path())
+        if _peer_uid(sock) != os.geteuid():
+            raise PermissionError("the worker socket is served by another user")
         # A Python literal: the worker reads it with ast.literal_eval (no code runs).
         request = repr({"agent": agent, "argv": argv, "env": dict(os.environ),
                         "cwd": os.getcwd(), "umask": _umask()}).encode() + b"\n"
@@ -77,13 +81,19 @@ def call_worker(agent: str, argv: list[str]) -> "int | None":
         reply = b""
     finally:
         sock.close()
-    if reply == b"stale\n":
-        return None  # the worker stepped aside without running anything
+    if reply in NOT_TAKEN:
+        return None  # the worker ran nothing: stepped aside, busy, or could not read us
     if not reply.strip().isdigit():
         # The action was handed over and its fate is unknown: never run it twice.
         sys.stderr.write("ocf-exit-reason:the pha agent worker ended during the action\n")
         return 1
     return int(reply)
+
+
+def _peer_uid(sock: "object") -> int:
+    import _socket
+    creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)  # type: ignore[attr-defined]
+    return int.from_bytes(creds[4:8], sys.byteorder)
 
 
 def _umask() -> int:

@@ -86,13 +86,20 @@ def check_no_secret(text: str) -> str:
 # --- messages ---------------------------------------------------------------------------
 _SECRET_WORD = re.compile(r"((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _SECRET_URI = re.compile(r"(://[^/@\s:]*:)[^/@\s]*@")
-_SECRET_QUERY = re.compile(r"([?&](?:ssl)?password=)[^&\s]*", re.IGNORECASE)
+_SECRET_QUERY = re.compile(r"([?&]([^=&\s]*)=)([^&\s]*)")
+
+
+def _mask_query(match: "re.Match[str]") -> str:
+    from urllib.parse import unquote
+    key = unquote(match.group(2)).strip().lower()      # libpq decodes ?pass%77ord= too
+    return match.group(1) + "***" if key in SECRET_KEYS else match.group(0)
 
 
 def mask(text: str) -> str:
-    """`text` with every password in it masked: key=value, URI user:password@, ?password=."""
+    """`text` with every password in it masked: key=value, URI user:password@, ?password= (even
+    percent-encoded)."""
     text = _SECRET_WORD.sub(r"\1***", text)
-    text = _SECRET_QUERY.sub(r"\1***", text)
+    text = _SECRET_QUERY.sub(_mask_query, text)
     return _SECRET_URI.sub(r"\1***@", text)
 
 
@@ -105,3 +112,47 @@ def shown(value: object, secret: bool = False) -> str:
     if len(text) > MAX_ECHO:
         text = text[:MAX_ECHO] + f"...({len(text)} characters)"
     return text
+
+
+# --- networks ---------------------------------------------------------------------------
+def parse_networks(text: str) -> list:
+    """IPv4 networks from "10.0.0.0/24, 192.168.1.0/24" (spaces or commas between them).
+
+    Host bits may be set ("10.0.0.7/24" is 10.0.0.0/24); "0.0.0.0/0" is every address.
+    Returns a list of ipaddress.IPv4Network.
+    """
+    import ipaddress
+    networks = []
+    for item in text.replace(",", " ").split():
+        try:
+            network = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{shown(item)!r} is not a network (e.g. 10.0.0.0/24)") from None
+        if network.version != 4:
+            raise ValueError(f"{shown(item)!r} is not an IPv4 network")
+        networks.append(network)
+    return networks
+
+
+_SECRET_NAME = re.compile(r"pass(?!file)|pas+wo?r?d|p(?:ass)?wd|secret|token|credential", re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a key or parameter name looks like it holds a secret (misspellings included)."""
+    return bool(_SECRET_NAME.search(name))
+
+
+def check_no_secret_param(name: str, value: object) -> None:
+    """Refuse a resource parameter that would put a secret into the CIB (every haclient user reads it)."""
+    text = str(value)
+    if is_secret_name(name) and text:
+        raise ValueError(f"{name}: a password never goes into the CIB: put it in a passfile (passfile=...)")
+    found = mask(text) != text
+    if not found and ("=" in text or "://" in text):
+        try:
+            found = conninfo_secret(text) is not None
+        except ValueError:
+            pass                     # not a conninfo: mask() has looked at it
+    if found:   # shown whole only when mask() hides the password
+        raise ValueError(f"{name}={shown(text, secret=mask(text) == text)}: holds a password: put it in "
+                         "a passfile (passfile=...)")

@@ -1,14 +1,23 @@
-"""The agent worker: a per-node process with pha's heavy imports already done.
+"""The agent worker: a per-node process with pha's imports already done.
 
 The ocf/ shims hand it actions over a unix socket (see pha.shim). For each
-request the worker receives the caller's stdin/stdout/stderr and forks once:
-the child runs the action with pyroute2 and psycopg already loaded, writing
-straight into Pacemaker's pipes. The worker reports the child's exit code to
-the caller. If the caller goes away first (Pacemaker killed it on a timeout),
-the worker kills the action.
+connection the worker checks the caller is its own user and forks at once;
+the child reads the request (argv, environment and the caller's
+stdin/stdout/stderr) within REQUEST_SECONDS of the accept, closes every
+descriptor it inherited, and runs the action with everything the agents
+import already loaded, writing straight into Pacemaker's pipes. The worker
+itself never reads a request, so a slow or malformed one costs only its own
+child. It reports the child's exit code to the caller, and kills the action
+if the caller goes away first (Pacemaker killed it on a timeout).
 
-The worker exits when it has been idle for a while, and as soon as pha's code
-on disk changes, so an upgrade never runs old code.
+Its actions never outlive it: it kills them when it exits, and each has
+PR_SET_PDEATHSIG set, so even a SIGKILLed worker takes them along (the shim
+then reports OCF_ERR_GENERIC: the action's fate is unknown, it never runs
+twice). A child that ran nothing (a request it could not read) says so, and
+the shim runs the action in-process.
+
+The worker exits when it has been idle for a while, and as soon as any pha
+module it has loaded changes on disk, so an upgrade never runs old code.
 """
 from __future__ import annotations
 
@@ -16,58 +25,190 @@ import ast
 import fcntl
 import gc
 import importlib
+import importlib.util
 import os
+import re
 import select
 import signal
 import socket
+import stat
 import struct
 import sys
 import time
 import traceback
+from types import ModuleType
+from typing import Callable, NoReturn, Optional
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Callable
+from pha.files import UnsafePath
 
-PRELOAD = ("pyroute2", "psycopg")
+# Imported at start besides what pha's agents import (found in their source).
+PRELOAD = ("pyroute2", "psycopg", "pha.shim")
 IDLE_SECONDS = 600
 MAX_REQUEST = 1 << 20
+REQUEST_SECONDS = 5   # the whole request must arrive within this, from the accept
+MAX_ACTIONS = 64      # actions at once; past that, callers run theirs in-process
+NOT_RUN = 255         # a child's exit code: it read no valid request and ran nothing
+# Replies meaning "nothing ran: run it in-process" (pha.shim knows them).
+STALE, BUSY, UNREAD = b"stale\n", b"busy\n", b"unread\n"
+AGENT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}", re.ASCII)
+PR_SET_PDEATHSIG = 1
+MAX_FD = os.sysconf("SC_OPEN_MAX")
 
 
-def code_fingerprint() -> int:
-    """Newest modification time of pha's modules: changes on upgrade."""
-    import pha
-    root = os.path.dirname(pha.__file__)
-    newest = 0
-    for folder in (root, os.path.join(root, "agents")):
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name.endswith(".py"):
-                    newest = max(newest, entry.stat().st_mtime_ns)
-    return newest
+def _load_libc() -> "object | None":
+    """libc, for prctl (loaded before any fork: children only call it)."""
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True)
+    except (ImportError, OSError):
+        return None
 
 
+_LIBC = _load_libc()
+
+
+# --- what a worker has loaded, and whether it changed ---------------------------
+FileId = Optional[tuple[int, int, int]]
+
+
+def loaded_sources() -> dict[str, FileId]:
+    """Every loaded pha module's file and its identity (inode, size, mtime)."""
+    found = {}
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if path and (name == "pha" or name.startswith("pha.")):
+            found[path] = _file_id(path)
+    return found
+
+
+def sources_changed(sources: dict[str, FileId]) -> bool:
+    """Whether any of `sources` was modified, replaced or removed since."""
+    return any(_file_id(path) != known for path, known in sources.items())
+
+
+def _file_id(path: str) -> FileId:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def preload() -> None:
+    """Import PRELOAD, every agent, and everything pha's modules import anywhere
+    (lazy imports in functions included): a forked action then imports nothing."""
+    import pha.agents
+    folder = os.path.dirname(pha.agents.__file__)
+    queue = [*PRELOAD, *("pha.agents." + entry[:-3] for entry in sorted(os.listdir(folder))
+                         if entry.endswith(".py") and entry != "__init__.py")]
+    seen: set[str] = set()
+    parsed: set[str] = set()
+    while queue:
+        name = queue.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        module = _import_quietly(name)
+        if module is None or module.__name__ in parsed:
+            continue
+        parsed.add(module.__name__)
+        if module.__name__ == "pha" or module.__name__.startswith("pha."):
+            queue.extend(_imports_of(module))
+
+
+def _import_quietly(name: str) -> Optional[ModuleType]:
+    """Import `name`, or for "module:name" (from module import name) get that
+    name (a lazy package such as pyroute2 loads it on access) or submodule.
+    The module imported, or None: for a failure, the action that needs it
+    then fails alone, with the traceback in its stderr."""
+    module_name, _, attribute = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        if not attribute:
+            return module
+        value = getattr(module, attribute, None)
+        if value is None:
+            value = importlib.import_module(f"{module_name}.{attribute}")
+        return value if isinstance(value, ModuleType) else None
+    except Exception:
+        return None
+
+
+def _imports_of(module: ModuleType) -> list[str]:
+    """The modules (and "module:name" pairs) a pha module's source imports."""
+    path = getattr(module, "__file__", None)
+    package = getattr(module, "__package__", None) or ""
+    try:
+        with open(path, "rb") as f:  # type: ignore[arg-type]
+            tree = ast.parse(f.read())
+    except (OSError, TypeError, SyntaxError, ValueError):
+        return []
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            try:
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+            except (ImportError, ValueError):
+                continue
+            found.append(base)
+            found.extend(f"{base}:{alias.name}" for alias in node.names if alias.name != "*")
+    return found
+
+
+# --- the socket's directory ---------------------------------------------------------
+def check_socket_dir(folder: str) -> None:
+    """Create `folder` (mode 0700) when missing; refuse one that another user
+    controls: it, or any directory above it, not ours or root's, or writable by
+    others (above it: unless sticky). An existing directory is never chmod'ed."""
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafePath(f"{folder} is not a directory (a symlink?)")
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise UnsafePath(f"{folder} is not a directory of uid {os.geteuid()} that only it can write")
+    current = os.path.realpath(folder)
+    while True:
+        st = os.stat(current)
+        trusted_owner = st.st_uid in (0, os.geteuid())
+        open_to_others = st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX
+        if not trusted_owner or open_to_others:
+            raise UnsafePath(f"{current} (above the worker socket) is controlled by another user")
+        parent = os.path.dirname(current)
+        if parent == current:
+            return
+        current = parent
+
+
+# --- the worker process ---------------------------------------------------------------
 def serve(path: str, idle_seconds: int = IDLE_SECONDS) -> None:
     """Run the worker on `path` until idle or stale. At most one per path."""
-    folder = os.path.dirname(path)
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    os.chmod(folder, 0o700)
-    lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        check_socket_dir(os.path.dirname(path) or ".")
+    except UnsafePath as err:
+        _syslog(f"not starting: {err}")
+        return
+    lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
+        os.close(lock)
         return  # another worker owns this socket
-    fingerprint = code_fingerprint()
-    _preload()
+    preload()
+    sources = loaded_sources()
     gc.freeze()  # forked children then leave the preloaded objects' pages shared
-    if os.path.exists(path):
+    if os.path.lexists(path):
         os.unlink(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    os.chmod(path, 0o600)
+    umask = os.umask(0o177)  # the socket is 0600 from its creation on
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(umask)
     listener.listen(64)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    Loop(listener, fingerprint, idle_seconds, lambda: _release(listener, path, lock)).run()
+    Loop(listener, sources, idle_seconds, lambda: _release(listener, path, lock)).run()
 
 
 def _release(listener: socket.socket, path: str, lock: int) -> None:
@@ -75,88 +216,117 @@ def _release(listener: socket.socket, path: str, lock: int) -> None:
     if listener.fileno() < 0:
         return
     listener.close()
-    if os.path.exists(path):
+    if os.path.lexists(path):
         os.unlink(path)
     os.close(lock)
 
 
-class Loop:
-    """Accepts requests, forks their actions, reports exit codes."""
+def _syslog(message: str) -> None:
+    import syslog
+    syslog.openlog("pha-worker", syslog.LOG_PID, syslog.LOG_DAEMON)
+    syslog.syslog(syslog.LOG_ERR, message)
 
-    def __init__(self, listener: socket.socket, fingerprint: int, idle_seconds: int,
-                 release: "Callable[[], None]") -> None:
+
+class Loop:
+    """Accepts callers, forks their actions, reports exit codes."""
+
+    def __init__(self, listener: socket.socket, sources: dict[str, FileId], idle_seconds: int,
+                 release: Callable[[], None]) -> None:
         self.listener = listener
         self.release = release
-        self.fingerprint = fingerprint
+        self.sources = sources
         self.idle_seconds = idle_seconds
         self.poller = select.poll()
         self.poller.register(listener, select.POLLIN)
-        self.by_pidfd: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, caller)
-        self.by_conn: dict[int, int] = {}                          # caller fd -> pidfd
+        self.actions: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, caller)
+        self.by_conn: dict[int, int] = {}                         # caller fd -> pidfd
         self.last_used = time.monotonic()
 
     def run(self) -> None:
-        """Serve until idle or stale; actions under way always finish first."""
+        """Serve until idle or stale (actions under way finish first); on any
+        other way out (SIGTERM, a bug) the actions under way are killed."""
         try:
-            while self.listener.fileno() >= 0 or self.by_pidfd:
+            while self.listener.fileno() >= 0 or self.actions:
                 events = self.poller.poll(5000)
-                if not events and not self.by_pidfd:
+                if not events and not self.actions:
                     if time.monotonic() - self.last_used > self.idle_seconds:
                         return
                 for fd, _ in events:
-                    if fd in self.by_pidfd:
-                        self.finished(fd)
-                    elif fd in self.by_conn:
-                        self.abandoned(fd)
-                    elif self.listener.fileno() == fd:
-                        self.accept()
+                    try:
+                        self.dispatch(fd)
+                    except Exception:  # MemoryError, RecursionError, a bug: this event only
+                        traceback.print_exc()
         finally:
+            self.kill_actions()
             self.release()
 
+    def dispatch(self, fd: int) -> None:
+        if fd in self.actions:
+            self.finished(fd)
+        elif fd in self.by_conn:
+            self.abandoned(fd)
+        elif self.listener.fileno() == fd:
+            self.accept()
+
     def accept(self) -> None:
-        """Start one request, or step aside when pha's code changed."""
-        conn, _ = self.listener.accept()
+        """Take one caller: fork the child that reads and runs its request."""
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:  # out of descriptors, say: let the actions under way end some
+            time.sleep(0.05)
+            return
         self.last_used = time.monotonic()
-        if code_fingerprint() != self.fingerprint:
+        try:
+            pid = self.fork(conn, self.last_used + REQUEST_SECONDS)
+        except Exception:
+            _reply(conn, BUSY)  # nothing ran: the caller runs it in-process
+            raise
+        if pid is None:
+            return
+        try:
+            self.watch(pid, conn)
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            conn.close()  # its fate is unknown to the caller: it reports a failure
+            raise
+
+    def fork(self, conn: socket.socket, deadline: float) -> Optional[int]:
+        """The child's pid, or None after replying (stale code, a stranger, busy)."""
+        if sources_changed(self.sources):
             # Free the socket and the lock first, then say so: the shim runs
             # the action in-process and spawns a fresh worker, which gets them.
             self.poller.unregister(self.listener)
             self.release()
-            try:
-                conn.sendall(b"stale\n")
-            finally:
-                conn.close()
-            return
-        try:
-            if _peer_uid(conn) != os.getuid():
-                raise PermissionError("caller is not the worker's user")
-            conn.settimeout(5)
-            request, fds = _receive(conn)
-        except (OSError, ValueError, SyntaxError):
+            _reply(conn, STALE)
+            return None
+        if _peer_uid(conn) != os.getuid():
             conn.close()
-            return
+            return None
+        if len(self.actions) >= MAX_ACTIONS:
+            _reply(conn, BUSY)
+            return None
+        conn.setblocking(False)  # the worker only ever writes a few bytes to it
+        worker_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
-            self.listener.close()
-            conn.close()
-            _run_action(request, fds)
-        for fd in fds:
-            os.close(fd)
+            _child(conn, deadline, worker_pid)
+        return pid
+
+    def watch(self, pid: int, conn: socket.socket) -> None:
+        """Wait for the child's end and for the caller's hang-up."""
         pidfd = os.pidfd_open(pid)
-        self.by_pidfd[pidfd] = (pid, conn)
+        self.actions[pidfd] = (pid, conn)
         self.by_conn[conn.fileno()] = pidfd
         self.poller.register(pidfd, select.POLLIN)
-        self.poller.register(conn, select.POLLIN | select.POLLHUP)
+        # Only the caller's hang-up, not the request data its child still reads.
+        self.poller.register(conn, select.POLLRDHUP)
 
     def finished(self, pidfd: int) -> None:
         pid, conn = self._forget(pidfd)
         _, status = os.waitpid(pid, 0)
         rc = os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1
-        try:
-            conn.sendall(b"%d\n" % rc)
-        except OSError:
-            pass
-        conn.close()
+        _reply(conn, UNREAD if rc == NOT_RUN else b"%d\n" % rc)
 
     def abandoned(self, conn_fd: int) -> None:
         """The caller hung up before its action ended: end the action too."""
@@ -165,8 +335,19 @@ class Loop:
         os.waitpid(pid, 0)
         conn.close()
 
+    def kill_actions(self) -> None:
+        """Kill every action under way; their callers report a failure."""
+        for pidfd in list(self.actions):
+            pid, conn = self._forget(pidfd)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+            conn.close()
+
     def _forget(self, pidfd: int) -> tuple[int, socket.socket]:
-        pid, conn = self.by_pidfd.pop(pidfd)
+        pid, conn = self.actions.pop(pidfd)
         del self.by_conn[conn.fileno()]
         self.poller.unregister(pidfd)
         self.poller.unregister(conn)
@@ -174,17 +355,12 @@ class Loop:
         return pid, conn
 
 
-def _preload() -> None:
-    import pha.agents
-    for name in PRELOAD:
-        importlib.import_module(name)
-    folder = os.path.dirname(pha.agents.__file__)
-    for entry in sorted(os.listdir(folder)):
-        if entry.endswith(".py") and entry != "__init__.py":
-            try:
-                importlib.import_module("pha.agents." + entry[:-3])
-            except Exception:
-                pass  # the request for it fails alone, with the traceback in its stderr
+def _reply(conn: socket.socket, message: bytes) -> None:
+    try:
+        conn.sendall(message)
+    except OSError:
+        pass
+    conn.close()
 
 
 def _peer_uid(conn: socket.socket) -> int:
@@ -192,19 +368,76 @@ def _peer_uid(conn: socket.socket) -> int:
     return struct.unpack("3i", creds)[1]
 
 
-def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
-    """One request: a Python literal line (see pha.shim) and three descriptors."""
-    data, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 3)
-    fds = list(fds)
+# --- the forked child -------------------------------------------------------------------
+def _child(conn: socket.socket, deadline: float, worker_pid: int) -> NoReturn:
+    """Read the request, become the caller's process, run the action; never returns.
+
+    Until the action starts the exit code is NOT_RUN: the caller may run it
+    itself. From then on it is the action's code, or 1 when it crashed."""
+    started, rc = False, 1
+    try:
+        gc.disable()  # a short-lived child: collection would only unshare pages
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _die_with(worker_pid)
+        request, fds = _receive(conn, deadline)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        # The listener, the lock, other callers' connections, pidfds: none is the action's.
+        os.closerange(3, MAX_FD)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.chdir(request["cwd"])
+        os.umask(request["umask"])
+        sys.argv = [request["agent"], *request["argv"]]
+        started = True
+        rc = _run_action(request, fds)
+    except SystemExit as stop:
+        rc = stop.code if isinstance(stop.code, int) else 1
+    except BaseException:
+        if started:
+            traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            if not started:
+                os._exit(NOT_RUN)
+            os._exit(rc if isinstance(rc, int) and 0 <= rc < NOT_RUN else 1)
+
+
+def _run_action(request: dict, fds: list[int]) -> int:
+    """Run the request's agent action in this process: its OCF code."""
+    module = importlib.import_module("pha.agents." + request["agent"].replace("-", "_"))
+    return module.AGENT.run(request["argv"])
+
+
+def _die_with(worker_pid: int) -> None:
+    """SIGKILL this child when the worker dies, however it dies."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != worker_pid:
+        raise ChildProcessError("the worker is gone")
+
+
+
+def _receive(conn: socket.socket, deadline: float) -> tuple[dict, list[int]]:
+    """One request: a Python literal line (see pha.shim) and three descriptors,
+    all of it before `deadline` (time.monotonic())."""
+    data, fds = b"", []
     try:
         while not data.endswith(b"\n"):
-            chunk = conn.recv(MAX_REQUEST)
-            if not chunk or len(data) > MAX_REQUEST:
-                raise ValueError("truncated request")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("request not received in time")
+            conn.settimeout(remaining)
+            chunk, more, flags, _ = socket.recv_fds(conn, 1 << 16, 3)
+            fds.extend(more)
+            if not chunk or len(data) + len(chunk) > MAX_REQUEST or flags & socket.MSG_CTRUNC:
+                raise ValueError("truncated or oversized request")
             data += chunk
         request = ast.literal_eval(data.decode())
-        if len(fds) != 3 or not isinstance(request, dict):
-            raise ValueError("malformed request")
+        _check_request(request, fds)
     except BaseException:
         for fd in fds:
             os.close(fd)
@@ -212,29 +445,12 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
     return request, fds
 
 
-def _run_action(request: dict, fds: list[int]) -> None:
-    """In the forked child: become the caller's process and run the action."""
-    rc = 1
-    try:
-        gc.disable()  # a short-lived child: collection would only unshare pages
-        for target, fd in enumerate(fds):
-            os.dup2(fd, target)
-            os.close(fd)
-        os.environ.clear()
-        os.environ.update(request["env"])
-        os.chdir(request["cwd"])
-        os.umask(request["umask"])
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        agent = request["agent"]
-        argv = request["argv"]
-        sys.argv = [agent, *argv]
-        module = importlib.import_module("pha.agents." + agent.replace("-", "_"))
-        rc = module.AGENT.run(argv)
-    except SystemExit as stop:
-        rc = stop.code if isinstance(stop.code, int) else 1
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(rc)
+def _check_request(request: object, fds: list[int]) -> None:
+    ok = (len(fds) == 3 and isinstance(request, dict)
+          and isinstance(request.get("agent"), str) and AGENT_NAME.fullmatch(request["agent"])
+          and isinstance(request.get("argv"), list) and all(isinstance(a, str) for a in request["argv"])
+          and isinstance(request.get("env"), dict)
+          and all(isinstance(k, str) and isinstance(v, str) for k, v in request["env"].items())
+          and isinstance(request.get("cwd"), str) and isinstance(request.get("umask"), int))
+    if not ok:
+        raise ValueError("malformed request")

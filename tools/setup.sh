@@ -1,32 +1,65 @@
 #!/bin/bash
-# Install everything pha needs on Debian 12 (apt packages and a venv in .venv),
-# then, with --main, run the main job: a 3-node lab cluster with pha's agents,
-# then its status. Idempotent; run as root.
+# Install everything pha needs on Debian 12 or 13 (apt packages and a venv), as root.
+#   tools/setup.sh                  packages and the venv (idempotent)
+#   tools/setup.sh --main           then the main job: a 3-node lab cluster with pha's agents, its status
+#   tools/setup.sh --apt-only       the apt packages only (tools/rootfs.sh builds a root file system with it)
+#   tools/setup.sh --list-packages  print the package list (PostgreSQL as `postgresql`: see below)
+# PostgreSQL: the release's own (the server the `postgresql` metapackage depends on, else the newest
+# postgresql-N apt knows); nothing is added when a server is already installed. The venv is .venv in
+# the checkout, or PHA_VENV (tools/rootfs.sh keeps the other release's venv outside the checkout).
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
-APT_PACKAGES=(pacemaker pacemaker-cli-utils corosync pcs resource-agents postgresql-15
+APT_PACKAGES=(pacemaker pacemaker-cli-utils corosync pcs resource-agents
               user-mode-linux ipvsadm busybox-static libxml2-utils haproxy python3-venv
               gcc libc6-dev)  # gcc: tools/uml-run builds a small preload for linux.uml
+VENV=${PHA_VENV:-.venv}
+mode=${1:-}
+case "$mode" in
+  ""|--main|--apt-only) ;;
+  --list-packages) printf '%s\n' "${APT_PACKAGES[@]}" postgresql; exit 0 ;;
+  *) echo "usage: $0 [--main | --apt-only | --list-packages]" >&2; exit 2 ;;
+esac
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (the lab needs namespaces and mounts)" >&2; exit 1; }
+export DEBIAN_FRONTEND=noninteractive
+apt_updated=
+apt_update() { [ -n "$apt_updated" ] || { apt-get update -q; apt_updated=1; }; }
+
+pg_server_installed() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; }
+
+# The release's PostgreSQL server package: postgresql-N of the metapackage, else the newest postgresql-N.
+pg_server_package() {
+  local pkg
+  pkg=$(apt-cache depends postgresql 2>/dev/null | sed -n 's/^ *Depends: \(postgresql-[0-9][0-9]*\)$/\1/p' | head -1)
+  [ -n "$pkg" ] || pkg=$(apt-cache pkgnames postgresql- 2>/dev/null | grep -E '^postgresql-[0-9]+$' |
+                         sort -t- -k2 -n | tail -1)
+  echo "$pkg"
+}
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
+if ! pg_server_installed; then
+  pg=$(pg_server_package)
+  if [ -z "$pg" ]; then apt_update; pg=$(pg_server_package); fi
+  [ -n "$pg" ] || { echo "setup.sh: apt knows no postgresql-N package" >&2; exit 1; }
+  missing+=("$pg")
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup.sh: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
+  apt_update
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-PY=${PYTHON:-/usr/bin/python3}  # Debian's: every user can run it (agents run as any user for meta-data)
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+[ "$mode" = --apt-only ] && exit 0
 
-[ "${1:-}" = --main ] || exit 0
+PY=${PYTHON:-/usr/bin/python3}  # Debian's: every user can run it (agents run as any user for meta-data)
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+
+[ "$mode" = --main ] || exit 0
 # The main job: a 3-node lab cluster with pha's agents (pgsql, writer and reader VIPs), then its status.
-pha=.venv/bin/pha
+pha=$VENV/bin/pha
 $pha lab up --force
 $pha setup templates/lab.ini
-$pha lab exec node1 "$PWD/.venv/bin/pha" status
+$pha lab exec node1 "$(readlink -f "$VENV")/bin/pha" status
 echo "The lab stays up: '$pha lab exec node1 crm_mon', '$pha lab status', '$pha lab down'."

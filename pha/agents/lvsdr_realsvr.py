@@ -14,9 +14,10 @@ import re
 from typing import Optional
 
 from pha import __version__, ocf
+from pha.files import private_dir, read_nofollow, write_json
+from pha.values import check_lo_label
 
 STATE_DIR = "/run/pha"
-LABEL = re.compile(r"lo(:[A-Za-z0-9_.-]{1,12})?")
 ARP_SETTINGS = {"arp_ignore": "1", "arp_announce": "2"}
 DEVICES = ("lo", "all")
 STATE_PREFIX = "lvsdr-realsvr."
@@ -56,8 +57,8 @@ def _check_vip(value: ocf.Value) -> Optional[str]:
     return None
 
 
-def _check_label(value: ocf.Value) -> Optional[str]:
-    return None if LABEL.fullmatch(str(value)) else "must be lo or lo:SUFFIX (at most 15 characters)"
+def _check_label(value: ocf.Value) -> None:
+    check_lo_label(str(value))          # a ValueError names the problem
 
 
 AGENT = ocf.Agent(
@@ -114,20 +115,15 @@ def _write_sysctl(name: str, value: str) -> None:
 def _save_originals(res: ocf.Resource, values: dict[str, str]) -> None:
     """Remember the values found before start changed them (once: a second start keeps them)."""
     path = state_path(res)
-    if os.path.exists(path):
+    if os.path.lexists(path):
         return
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"vip": res.params["vip"], "sysctls": values}, f)
-    os.replace(tmp, path)
+    private_dir(os.path.dirname(path))
+    write_json(path, {"vip": res.params["vip"], "sysctls": values})
 
 
 def _load_originals(res: ocf.Resource) -> dict[str, str]:
     try:
-        with open(state_path(res)) as f:
-            saved = json.load(f).get("sysctls", {})
+        saved = json.loads(read_nofollow(state_path(res))).get("sysctls", {})
     except (OSError, ValueError, AttributeError):
         return {}
     return {str(k): str(v) for k, v in saved.items()} if isinstance(saved, dict) else {}
@@ -159,8 +155,8 @@ def start(res: ocf.Resource) -> int:
             _write_sysctl(name, value)
     try:
         net.add_address("lo", vip, 32, _label(res))
-    except Exception as exc:    # pyroute2's NetlinkError or net.NetError, both named in the reason
-        raise ocf.OCFError(ocf.ERR_GENERIC, f"cannot add {vip}/32 to lo: {exc}") from None
+    except net.NetError as exc:     # names the request, the errno and the kernel's message
+        raise ocf.OCFError(ocf.ERR_GENERIC, str(exc)) from None
     res.log.info(f"{vip}/32 on lo ({res.params['nic_lo']}), arp_ignore=1 arp_announce=2 on lo and all")
     return ocf.SUCCESS
 
@@ -172,8 +168,8 @@ def stop(res: ocf.Resource) -> int:
     try:
         if net.del_address("lo", vip):
             res.log.info(f"{vip} removed from lo")
-    except Exception as exc:
-        raise ocf.OCFError(ocf.ERR_GENERIC, f"cannot remove {vip} from lo: {exc}") from None
+    except net.NetError as exc:
+        raise ocf.OCFError(ocf.ERR_GENERIC, str(exc)) from None
     saved = _load_originals(res)
     others = _other_instances(res)
     if others:
@@ -193,7 +189,11 @@ def stop(res: ocf.Resource) -> int:
 def monitor(res: ocf.Resource) -> int:
     from pha import net
     vip = str(res.params["vip"])
-    if not any(address == vip and prefix == 32 for address, prefix, _ in net.addresses("lo")):
+    try:
+        held = any(address == vip and prefix == 32 for address, prefix, _ in net.addresses("lo"))
+    except net.NetError as exc:
+        raise ocf.OCFError(ocf.ERR_GENERIC, str(exc)) from None
+    if not held:
         return ocf.NOT_RUNNING
     problem = arp_problem(_read_sysctls())
     if problem:

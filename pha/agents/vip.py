@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import time
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 from pha import __version__, ocf
+from pha.values import check_ifname
 
-LABEL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,14}$")
 IFNAMSIZ = 16
+
+
+def _nic(value: ocf.Value) -> None:
+    check_ifname(str(value))            # a ValueError names the problem
+
+
+def _label(value: ocf.Value) -> Optional[str]:
+    check_ifname(str(value))
+    return None if len(str(value)) < IFNAMSIZ - 1 else "must be at most 14 characters"
 
 
 def _address(value: ocf.Value) -> Optional[str]:
@@ -42,12 +51,12 @@ AGENT = ocf.Agent(
                   shortdesc="Prefix length",
                   longdesc=("Prefix length of the address, e.g. 24. When omitted, the prefix of an "
                             "address already on the interface that covers ip, else 32 (128 for IPv6).")),
-        ocf.Param("nic", "string",
+        ocf.Param("nic", "string", check=_nic,
                   shortdesc="Network interface",
-                  longdesc=("Interface to add the address to. When omitted, the interface of the "
-                            "kernel's route to ip.")),
+                  longdesc=("Interface to add the address to (1-15 of A-Z a-z 0-9 _ . -). When omitted, "
+                            "the interface of the kernel's route to ip.")),
         ocf.Param("label", "string",
-                  check=lambda v: None if LABEL_RE.match(str(v)) else "must be 1-14 letters, digits, '_', '.' or '-'",
+                  check=_label,
                   shortdesc="Address label suffix",
                   longdesc="IPv4 only: the address gets the label NIC:LABEL (15 characters at most)."),
         ocf.Param("arp_count", "integer", default=5,
@@ -98,7 +107,18 @@ class Target:
 
 def target_of(res: ocf.Resource) -> Target:
     """The resource's Target, resolved once per invocation."""
-    return res.cached("target", lambda: Target(res))
+    with _netlink_failure():
+        return res.cached("target", lambda: Target(res))
+
+
+@contextmanager
+def _netlink_failure() -> Iterator[None]:
+    """A failed netlink request ends the action with OCF_ERR_GENERIC and the kernel's reason."""
+    from pha import net
+    try:
+        yield
+    except net.NetError as exc:
+        raise ocf.OCFError(ocf.ERR_GENERIC, str(exc)) from None
 
 
 @AGENT.validator
@@ -110,7 +130,8 @@ def validate(res: ocf.Resource) -> None:
 def start(res: ocf.Resource) -> int:
     from pha import net
     target = target_of(res)
-    net.add_address(target.nic, target.ip, target.prefixlen, target.label)
+    with _netlink_failure():
+        net.add_address(target.nic, target.ip, target.prefixlen, target.label)
     if target.version == 4 and res.params["arp_count"]:
         _announce(res, target)
     res.log.info(f"{target.ip}/{target.prefixlen} added to {target.nic}")
@@ -121,7 +142,11 @@ def _announce(res: ocf.Resource, target: Target) -> None:
     """First gratuitous ARP now, the rest from a detached child (start returns at once)."""
     from pha import net
     count, interval = int(res.params["arp_count"]), int(res.params["arp_interval"])
-    net.gratuitous_arp(target.nic, target.ip, 1, interval)
+    try:
+        net.gratuitous_arp(target.nic, target.ip, 1, interval)
+    except (net.NetError, OSError) as exc:
+        res.log.warning(f"no gratuitous ARP for {target.ip} on {target.nic}: {exc}")
+        return
     if count < 2 or os.fork():
         return
     try:
@@ -141,9 +166,10 @@ def stop(res: ocf.Resource) -> int:
     ip = str(res.params["ip"])
     nic = res.params["nic"]
     nics = [str(nic)] if nic else [link for link in _links()]
-    for name in nics:
-        if net.get_link(name) is not None and net.del_address(name, ip):
-            res.log.info(f"{ip} removed from {name}")
+    with _netlink_failure():
+        for name in nics:
+            if net.get_link(name) is not None and net.del_address(name, ip):
+                res.log.info(f"{ip} removed from {name}")
     return ocf.SUCCESS
 
 
@@ -155,9 +181,10 @@ def _links() -> list[str]:
 def monitor(res: ocf.Resource) -> int:
     from pha import net
     target = target_of(res)
-    if not net.has_address(target.nic, target.ip):
-        return ocf.NOT_RUNNING
-    link = net.get_link(target.nic)
+    with _netlink_failure():
+        if not net.has_address(target.nic, target.ip):
+            return ocf.NOT_RUNNING
+        link = net.get_link(target.nic)
     if link is None or not (link.up and link.carrier):
         raise ocf.OCFError(ocf.ERR_GENERIC, f"{target.ip} is on {target.nic}, but its link is down")
     return ocf.SUCCESS

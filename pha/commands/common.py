@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Callable, Iterable, NamedTuple, Optional
+from typing import Callable, Iterable, Mapping, Optional
 
 import click
 
+from pha import cib as cib_xml
 from pha import crm
+from pha.cib import Cib, Primitive
+from pha.values import parse_int
+from pha.pgsql.names import ATTR_DATA, HEALTHY_DATA, PROPERTY_SET, REPL_INFO  # noqa: F401 (repair.py)
 
 EXIT_OK = 0
 EXIT_FAILED = 1        # the operation failed, or the cluster is unhealthy (status)
@@ -24,15 +28,6 @@ EXIT_TIMEOUT = 11      # the operation was started but did not complete in time
 EXIT_NO_CLUSTER = 101  # Pacemaker cannot be asked
 EXIT_NO_QUORUM = 102   # this node's partition has no quorum
 
-PGSQL_AGENTS = ("ocf:pha:pgsql", "ocf:heartbeat:pgsql")
-PROPERTY_SET = "pha-pgsql"      # where ocf:pha:pgsql keeps REPL_INFO
-REPL_INFO = "REPL_INFO"
-ATTR_STATUS = "pgsql-status"
-ATTR_DATA = "pgsql-data-status"
-ATTR_LAG = "pgsql-replay-lag"
-ATTR_RECEIVER = "pgsql-receiver"
-STREAMING = ("STREAMING|SYNC", "STREAMING|POTENTIAL", "STREAMING|ASYNC")
-HEALTHY_DATA = ("LATEST", *STREAMING)
 PROGRESS_EVERY = 5.0
 
 
@@ -62,147 +57,12 @@ def timeout_option(default: int) -> Callable:
                         help="Seconds to wait for the cluster.")
 
 
-# --- the CIB, as pha reads it (pure) -------------------------------------------------
-class Primitive(NamedTuple):
-    """A primitive resource of the CIB."""
-
-    id: str
-    agent: str                      # class:provider:type
-    params: dict[str, str]          # instance attributes
-    meta: dict[str, str]            # meta attributes
-    clone: Optional[str] = None     # id of the clone around it
-    clone_meta: dict[str, str] = {}
-
-    @property
-    def top(self) -> str:
-        """The id Pacemaker manages it by: its clone's, or its own."""
-        return self.clone or self.id
-
-
-class Colocation(NamedTuple):
-    id: str
-    rsc: str
-    with_rsc: str
-    score: str
-    rsc_role: Optional[str]
-    with_role: Optional[str]
-
-
-class Cib(NamedTuple):
-    """The configuration section of the CIB, as far as pha's commands need it."""
-
-    primitives: dict[str, Primitive]
-    colocations: list[Colocation]
-    locations: list[tuple[str, str]]      # (constraint id, resource)
-
-    def by_agent(self, *agents: str) -> list[Primitive]:
-        return [p for p in self.primitives.values() if p.agent in agents]
-
-    def pgsql(self) -> Primitive:
-        """The PostgreSQL resource, in its promotable clone; Failed unless exactly one."""
-        found = [p for p in self.by_agent(*PGSQL_AGENTS) if p.clone]
-        if not found:
-            raise Failed("no PostgreSQL resource (ocf:pha:pgsql in a promotable clone) in the CIB: "
-                         "configure the cluster with `pha setup CONFIG`", EXIT_REFUSED)
-        if len(found) > 1:
-            raise Failed(f"several PostgreSQL clones in the CIB ({', '.join(p.clone or p.id for p in found)}): "
-                         "pha manages one", EXIT_REFUSED)
-        return found[0]
-
-    def dependents(self, top: str) -> list[str]:
-        """Resources (top ids) colocated with `top`, directly or through others, in order found."""
-        found: list[str] = []
-        frontier = [top]
-        while frontier:
-            anchor = frontier.pop(0)
-            for c in self.colocations:
-                if c.with_rsc == anchor and c.rsc not in found and c.rsc != top and _positive(c.score):
-                    found.append(c.rsc)
-                    frontier.append(c.rsc)
-        return found
-
-    def primitive_of(self, top: str) -> Optional[Primitive]:
-        return next((p for p in self.primitives.values() if p.top == top), None)
-
-    def target_role(self, top: str) -> Optional[str]:
-        """The target-role meta attribute of a top-level resource, if set."""
-        primitive = self.primitive_of(top)
-        if primitive is None:
-            return None
-        return (primitive.clone_meta if primitive.clone else primitive.meta).get("target-role")
-
-
-def _positive(score: str) -> bool:
-    try:
-        return crm.parse_score(score) > 0
-    except ValueError:
-        return False
-
-
-def _nvpairs(element, tag: str) -> dict[str, str]:
-    pairs: dict[str, str] = {}
-    for block in element.findall(tag):
-        for nv in block.findall("nvpair"):
-            pairs[nv.get("name", "")] = nv.get("value", "")
-    return pairs
-
-
-def parse_cib(xml_text: str) -> Cib:
-    """Parse `cibadmin --query` output (whole CIB or its configuration section)."""
-    from xml.etree import ElementTree
-    try:
-        root = ElementTree.fromstring(xml_text)
-    except ElementTree.ParseError as exc:
-        raise Failed(f"the CIB is not XML: {exc}", EXIT_NO_CLUSTER) from None
-    config = root if root.tag == "configuration" else root.find("configuration")
-    if config is None:
-        raise Failed(f"the CIB has no <configuration> (root <{root.tag}>)", EXIT_NO_CLUSTER)
-    primitives: dict[str, Primitive] = {}
-
-    def add(element, clone: Optional[str], clone_meta: dict[str, str]) -> None:
-        agent = ":".join(x for x in (element.get("class"), element.get("provider"), element.get("type")) if x)
-        primitives[element.get("id", "")] = Primitive(
-            element.get("id", ""), agent, _nvpairs(element, "instance_attributes"),
-            _nvpairs(element, "meta_attributes"), clone, clone_meta)
-
-    resources = config.find("resources")
-    for element in (resources if resources is not None else []):
-        if element.tag == "primitive":
-            add(element, None, {})
-        elif element.tag == "clone":
-            meta = _nvpairs(element, "meta_attributes")
-            for inner in element.iter("primitive"):
-                add(inner, element.get("id", ""), meta)
-        elif element.tag == "group":
-            for inner in element.findall("primitive"):
-                add(inner, None, {})
-    colocations, locations = [], []
-    for element in config.iterfind("constraints/rsc_colocation"):
-        if element.get("rsc") and element.get("with-rsc"):
-            colocations.append(Colocation(
-                element.get("id", ""), element.get("rsc", ""), element.get("with-rsc", ""),
-                element.get("score", "0"), _role(element.get("rsc-role")), _role(element.get("with-rsc-role"))))
-    for element in config.iterfind("constraints/rsc_location"):
-        locations.append((element.get("id", ""), element.get("rsc", "")))
-    return Cib(primitives, colocations, locations)
-
-
-def _role(role: Optional[str]) -> Optional[str]:
-    return crm.normalise_role(role) if role else None
-
-
-def pgsql_settings(primitive: Primitive) -> dict[str, str]:
-    """The pgsql agent's parameters: its declared defaults, overlaid with the CIB's values."""
-    from pha.agents import pgsql as agent
-    settings = {p.name: "" if p.default is None else _text(p.default) for p in agent.AGENT.params}
+def pgsql_settings(primitive: Primitive, defaults: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """The pgsql agent's parameters: the defaults its meta-data declares (asked of Pacemaker
+    unless given), overlaid with the CIB's values."""
+    settings = dict(Cluster().agent_defaults(primitive.agent) if defaults is None else defaults)
     settings.update(primitive.params)
     return settings
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 # --- the live cluster -------------------------------------------------------------------
@@ -221,6 +81,14 @@ class Cluster:
 
     def cib(self) -> Cib:
         return parse_cib(self.call(["cibadmin", "--query", "--scope=configuration"]).stdout)
+
+    def agent_defaults(self, agent: str) -> dict[str, str]:
+        """The parameter defaults `agent` (class:provider:type) declares in its meta-data."""
+        text = self.call(["crm_resource", f"--show-metadata={agent}"]).stdout
+        try:
+            return cib_xml.agent_defaults(text)
+        except cib_xml.CibError as exc:
+            raise Failed(f"{agent}: {exc}", EXIT_FAILED) from None
 
     def view(self) -> crm.ClusterStatus:
         try:
@@ -244,7 +112,10 @@ class Cluster:
 
     def pgsql(self) -> tuple[Cib, Primitive]:
         cib = self.cib()
-        return cib, cib.pgsql()
+        try:
+            return cib, cib.pgsql()
+        except cib_xml.NoPgsqlResource as exc:
+            raise Failed(str(exc), EXIT_REFUSED) from None
 
     def set_meta(self, resource: str, name: str, value: Optional[str]) -> None:
         """Set (or, with None, delete) a meta attribute of a resource."""
@@ -265,12 +136,29 @@ class Cluster:
                          EXIT_USAGE)
 
 
+def parse_cib(xml_text: str) -> Cib:
+    """pha.cib.parse_cib, its errors as the commands report them."""
+    try:
+        return cib_xml.parse_cib(xml_text)
+    except cib_xml.CibError as exc:
+        raise Failed(str(exc), EXIT_NO_CLUSTER) from None
+
+
+def as_int(text: Optional[str], default: Optional[int] = None) -> Optional[int]:
+    """An integer from the CIB or an attribute; `default` when unset or not one ("²", "1_0")."""
+    try:
+        return default if text is None else parse_int(text)
+    except ValueError:
+        return default
+
+
+def int_attribute(view: crm.ClusterStatus, node: str, name: str) -> Optional[int]:
+    """A node attribute as an integer (None when unset or not an integer)."""
+    return as_int(view.attribute(node, name))
+
+
 def node_list(primitive: Primitive) -> list[str]:
     return primitive.params.get("node_list", "").split()
-
-
-def active_on(view: crm.ClusterStatus, top: str, node: str) -> bool:
-    return node in view.resource_nodes(top)
 
 
 # --- waiting ----------------------------------------------------------------------------

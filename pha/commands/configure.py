@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from pha import config as config_ini
+from pha import configschema
 from pha import crm, deploy
 from pha.commands import common
 from pha.commands.common import EXIT_FAILED, EXIT_USAGE, Cluster, Failed, emit, json_option, say
@@ -26,7 +27,7 @@ class _ListKeys(click.Option):
 
     def handle_parse_result(self, ctx, opts, args):  # type: ignore[override]
         if opts.get("list_keys"):
-            click.echo(config_ini.describe(), nl=False)
+            click.echo(configschema.describe(), nl=False)
             ctx.exit(0)
         return super().handle_parse_result(ctx, opts, args)
 
@@ -34,12 +35,18 @@ class _ListKeys(click.Option):
 @click.command("gencfg")
 @click.option("--list-keys", is_flag=True, cls=_ListKeys, is_eager=True, expose_value=False,
               help="Print every config.ini key with its type, default and meaning.")
+@click.option("--pcs-version", metavar="X.Y", help="The pcs version the script is for "
+              "(0.11 or 0.12 forms); default: this machine's pcs, else 0.11.")
 @click.argument("config", type=click.Path(dir_okay=False))
-def gencfg_cmd(config: str) -> None:
+def gencfg_cmd(config: str, pcs_version: str | None) -> None:
     """Print the pcs script that configures the cluster CONFIG describes."""
+    from pha import cluster
     loaded = load_config(config)
     try:
-        click.echo(deploy.render_script(loaded, deploy.pcs_commands(loaded)), nl=False)
+        versions = cluster.detect_versions()
+        if pcs_version is not None:
+            versions = cluster.Versions(cluster.parse_pcs_version(pcs_version), versions.pacemaker)
+        click.echo(deploy.render_script(loaded, deploy.pcs_commands(loaded, versions)), nl=False)
     except ValueError as exc:
         raise Failed(f"{config}: {exc}", EXIT_USAGE) from None
 

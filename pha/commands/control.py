@@ -15,8 +15,9 @@ import click
 
 from pha import crm
 from pha.commands import common
-from pha.commands.common import (ATTR_DATA, EXIT_REFUSED, EXIT_USAGE, STREAMING, Cib, Cluster, Failed, Primitive,
-                                 emit, json_option, say, timeout_option, wait)
+from pha.commands.common import (EXIT_REFUSED, EXIT_USAGE, Cib, Cluster, Failed, Primitive, emit, json_option,
+                                 say, timeout_option, wait)
+from pha.pgsql.names import ATTR_DATA, STREAMING
 
 
 # --- what is missing (pure) -------------------------------------------------------------

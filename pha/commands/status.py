@@ -16,8 +16,9 @@ import click
 
 from pha import crm
 from pha.commands import common
-from pha.commands.common import (ATTR_DATA, ATTR_LAG, ATTR_RECEIVER, ATTR_STATUS, EXIT_FAILED, STREAMING,
-                                 Cib, Cluster, Failed, emit, json_option)
+from pha.commands.common import EXIT_FAILED, Cib, Cluster, Failed, emit, json_option
+from pha.pgsql import decide
+from pha.pgsql.names import ATTR_DATA, ATTR_LAG, ATTR_RECEIVER, ATTR_STATUS, STREAMING, STREAMING_SYNC
 
 VIP_AGENTS = ("ocf:pha:vip", "ocf:heartbeat:IPaddr2")
 LVS_AGENT = "ocf:pha:lvsdr"
@@ -26,16 +27,32 @@ REALSVR_AGENT = "ocf:pha:lvsdr-realsvr"
 
 def parse_repl_info(text: Optional[str]) -> Optional[dict]:
     """REPL_INFO (primary|timeline|switch-LSN) as a dict; the raw text alone when malformed."""
-    if not text:
+    try:
+        info = decide.ReplInfo.parse(text)
+    except ValueError:
+        return {"raw": text}
+    if info is None:
         return None
-    parts = text.split("|")
-    if len(parts) == 3 and parts[1].isdigit():
-        return {"raw": text, "primary": parts[0], "timeline": int(parts[1]), "switch_lsn": parts[2]}
-    return {"raw": text}
+    return {"raw": text, "primary": info.primary, "timeline": info.timeline,
+            "switch_lsn": decide.format_lsn(info.switch_lsn)}
 
 
-def _lag(value: Optional[str]) -> Optional[int]:
-    return int(value) if value is not None and value.isdigit() else None
+def vip_role(cib: Cib, vip: str, clone: str, is_master_ip: bool) -> Optional[str]:
+    """A VIP's role, from its colocation with the PostgreSQL clone: "writer" with the Promoted
+    role, "reader" with the clone in any other role (Started, Unpromoted); a VIP without such a
+    colocation is the writer only when it is the agent's master_ip, else not pha's (None)."""
+    roles = [c.with_role for c in cib.colocations
+             if c.rsc == vip and c.with_rsc == clone and _attracts(c.score)]
+    if "Promoted" in roles or (not roles and is_master_ip):
+        return "writer"
+    return "reader" if roles else None
+
+
+def _attracts(score: str) -> bool:
+    try:
+        return crm.parse_score(score) > 0
+    except ValueError:
+        return False
 
 
 def summarize(view: crm.ClusterStatus, cib: Cib, repl_info: Optional[str],
@@ -70,7 +87,7 @@ def summarize(view: crm.ClusterStatus, cib: Cib, repl_info: Optional[str],
         entry = {"online": bool(node and node.online), "standby": bool(node and node.standby),
                  "maintenance": bool(node and node.maintenance), "role": role,
                  "pgsql_status": attrs.get(ATTR_STATUS), "data_status": attrs.get(ATTR_DATA),
-                 "lag_bytes": _lag(attrs.get(ATTR_LAG)), "receiver": attrs.get(ATTR_RECEIVER)}
+                 "lag_bytes": common.int_attribute(view, name, ATTR_LAG), "receiver": attrs.get(ATTR_RECEIVER)}
         node_report[name] = entry
         if node is None:
             problems.append(f"{name} (node_list) is not a node of this cluster")
@@ -99,14 +116,16 @@ def summarize(view: crm.ClusterStatus, cib: Cib, repl_info: Optional[str],
         if entry["data_status"] not in STREAMING:
             problems.append(f"{name} is not streaming ({ATTR_DATA}={entry['data_status'] or 'unset'})")
     streaming = [s for s in standbys if s["data_status"] in STREAMING]
-    if rep_mode == "sync" and streaming and not any(s["data_status"] == "STREAMING|SYNC" for s in standbys):
-        problems.append("rep_mode is sync but no standby is STREAMING|SYNC")
+    if rep_mode == "sync" and streaming and not any(s["data_status"] == STREAMING_SYNC for s in standbys):
+        problems.append(f"rep_mode is sync but no standby is {STREAMING_SYNC}")
     vips = {}
     writer_ip = pgsql.params.get("master_ip")
     for vip in cib.by_agent(*VIP_AGENTS):
         where = view.resource_nodes(vip.top)
         address = vip.params.get("ip", "")
-        kind = "writer" if address == writer_ip else "reader"
+        kind = vip_role(cib, vip.top, clone, address == writer_ip)
+        if kind is None:
+            continue    # an address the cluster runs for something else: not pha's VIP
         vips[vip.id] = {"address": address, "role": kind, "nodes": where}
         if not where:
             problems.append(f"{kind} VIP {vip.id} ({address}) is not running")
@@ -146,7 +165,7 @@ def lvs_summary(view: crm.ClusterStatus, cib: Cib, me: Optional[str]) -> Optiona
         return None
     director = directors[0]
     where = view.resource_nodes(director.top)
-    vip, port = director.params.get("vip", ""), int(director.params.get("port", "5432") or 5432)
+    vip, port = director.params.get("vip", ""), common.as_int(director.params.get("port"), 5432)
     realsvr = [n for p in cib.by_agent(REALSVR_AGENT) for n in view.resource_nodes(p.top)]
     report: dict = {"director": where[0] if where else None, "service": f"{vip}:{port}",
                     "realsvr_nodes": realsvr, "real_servers": None, "note": None}

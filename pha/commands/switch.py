@@ -19,8 +19,9 @@ import click
 from pha import crm
 from pha.commands import common
 from pha.commands.control import done_when_empty, stop_remaining
-from pha.commands.common import (ATTR_DATA, ATTR_LAG, EXIT_FAILED, EXIT_REFUSED, EXIT_USAGE, STREAMING,
-                                 Cluster, Failed, Primitive, emit, json_option, say, timeout_option, wait)
+from pha.commands.common import (EXIT_FAILED, EXIT_REFUSED, EXIT_USAGE, Cluster, Failed, Primitive, emit,
+                                 json_option, say, timeout_option, wait)
+from pha.pgsql.names import ATTR_DATA, ATTR_LAG, PROPERTY_SET, REPL_INFO, STREAMING, STREAMING_SYNC, score_attr
 
 
 # --- the target (pure) --------------------------------------------------------------------
@@ -28,9 +29,8 @@ def candidates(view: crm.ClusterStatus, pgsql: Primitive) -> list[str]:
     """Standbys a switchover may promote, best first: streaming (the sync standby only in
     sync mode), by promotion score, then replay lag, then node_list order."""
     sync = pgsql.params.get("rep_mode") == "sync"
-    wanted = ("STREAMING|SYNC",) if sync else STREAMING
+    wanted = (STREAMING_SYNC,) if sync else STREAMING
     order = common.node_list(pgsql)
-    score_name = f"master-{pgsql.id}"
     found = []
     for name in order:
         node = view.node(name)
@@ -40,12 +40,8 @@ def candidates(view: crm.ClusterStatus, pgsql: Primitive) -> list[str]:
             found.append(name)
 
     def rank(name: str) -> tuple[int, int, int]:
-        try:
-            score = crm.parse_score(view.attribute(name, score_name) or "0")
-        except ValueError:
-            score = 0
-        lag = view.attribute(name, ATTR_LAG) or "0"
-        return (-score, int(lag) if lag.isdigit() else 0, order.index(name))
+        lag = common.int_attribute(view, name, ATTR_LAG) or 0
+        return (-promotion_score(view, pgsql, name), lag, order.index(name))
     return sorted(found, key=rank)
 
 
@@ -61,7 +57,7 @@ def choose_target(view: crm.ClusterStatus, pgsql: Primitive, to: Optional[str]) 
     if to is None:
         if not best:
             raise Failed("no standby can take over without losing data: none is "
-                         + ("the streaming synchronous standby (STREAMING|SYNC)" if sync else "streaming"),
+                         + (f"the streaming synchronous standby ({STREAMING_SYNC})" if sync else "streaming"),
                          EXIT_REFUSED)
         return primary, best[0]
     if to not in common.node_list(pgsql):
@@ -102,7 +98,7 @@ def switched(view: crm.ClusterStatus, pgsql: Primitive, writer: Optional[str], t
 def promotion_score(view: crm.ClusterStatus, pgsql: Primitive, node: str) -> int:
     """The node's promotion score (master-<resource>), 0 when unset."""
     try:
-        return crm.parse_score(view.attribute(node, f"master-{pgsql.id}") or "0")
+        return crm.parse_score(view.attribute(node, score_attr(pgsql.id)) or "0")
     except ValueError:
         return 0
 
@@ -216,7 +212,7 @@ def reset_master_cmd(node: Optional[str], yes: bool, timeout: int, as_json: bool
     if not yes:
         raise Failed("this stops PostgreSQL on every node and may discard the WAL of nodes ahead of the new "
                      "primary: confirm with --yes", EXIT_USAGE)
-    settings = common.pgsql_settings(pgsql)
+    settings = common.pgsql_settings(pgsql, cluster.agent_defaults(pgsql.agent))
     tops = [pgsql.top, *cib.dependents(pgsql.top)]
     cluster.set_meta(pgsql.top, "target-role", "Stopped")
     wait("PostgreSQL to stop everywhere", lambda: done_when_empty(stop_remaining(cluster.view(), tops)), timeout)
@@ -224,8 +220,8 @@ def reset_master_cmd(node: Optional[str], yes: bool, timeout: int, as_json: bool
         cluster.call(["crm_attribute", f"--node={name}", f"--name={ATTR_DATA}", "--lifetime=forever",
                       "--delete"], ok=(0, 105))
         cluster.call(["crm_attribute", f"--node={name}", f"--promotion={pgsql.id}", "--delete"], ok=(0, 105))
-    prop = ["crm_attribute", "--type=crm_config", f"--set-name={common.PROPERTY_SET}",
-            f"--name={common.REPL_INFO}"]
+    prop = ["crm_attribute", "--type=crm_config", f"--set-name={PROPERTY_SET}",
+            f"--name={REPL_INFO}"]
     if node is None:
         cluster.call(prop + ["--delete"])
         recorded = None

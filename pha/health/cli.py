@@ -12,26 +12,27 @@ DEFAULT_DSN = "host=/run/postgresql port=5432 dbname=postgres"
 
 def check_dsn(dsn: str) -> str:
     """The libpq connection string, refused if it is malformed or holds a password."""
-    from psycopg.conninfo import conninfo_to_dict
+    from pha.values import conninfo_secret, shown
     try:
-        params = conninfo_to_dict(dsn)
-    except Exception as exc:
-        raise click.BadParameter(f"{dsn!r} is not a libpq connection string ({exc})",
-                                 param_hint="--dsn") from None
-    if "password" in params:
+        secret = conninfo_secret(dsn)
+    except ValueError as exc:
+        raise click.BadParameter(f"{shown(dsn)!r} {exc}", param_hint="--dsn") from None
+    if secret:
         raise click.BadParameter("must not hold a password: put it in a passfile "
                                  "(passfile=PATH in --dsn, or PGPASSFILE)", param_hint="--dsn")
     return dsn
 
 
-def parse_networks(values: tuple[str, ...]) -> tuple:
+def parse_networks(values: tuple[str, ...], option: str = "--allow") -> tuple:
+    """Networks from --allow / --details-allow values (whitespace also separates them, as in
+    PHA_HEALTH_ALLOW="10.0.0.0/24 10.0.1.5")."""
     networks = []
-    for value in values:
+    for value in " ".join(values).split():
         try:
             networks.append(ipaddress.ip_network(value, strict=False))
         except ValueError:
             raise click.BadParameter(f"{value!r} is not a network (examples: 10.0.0.0/8, 192.0.2.7, "
-                                     "2001:db8::/32)", param_hint="--allow") from None
+                                     "2001:db8::/32)", param_hint=option) from None
     return tuple(networks)
 
 
@@ -62,6 +63,10 @@ PORT = click.IntRange(1, 65535)
               help="Seconds PostgreSQL (and Pacemaker) get to answer; slower counts as down.")
 @click.option("--allow", multiple=True, envvar="PHA_HEALTH_ALLOW", metavar="NETWORK",
               help="Only answer clients from this network (repeatable; default: everyone).")
+@click.option("--details-allow", multiple=True, envvar="PHA_HEALTH_DETAILS_ALLOW", metavar="NETWORK",
+              help="Show the details (standby names and addresses, LSNs, lag) to clients from this "
+                   "network (repeatable; default: loopback only). Others get the status code with "
+                   "the role only, all HAProxy needs.")
 @click.option("--max-connections", type=click.IntRange(1, 65536), default=256, show_default=True,
               envvar="PHA_HEALTH_MAX_CONNECTIONS", help="Open connections at most.")
 @click.option("--request-timeout", type=float, default=2.0, show_default=True, callback=_positive,
@@ -73,7 +78,8 @@ PORT = click.IntRange(1, 65535)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True, envvar="PHA_HEALTH_LOG_LEVEL")
 def health(listen: tuple[str, ...], port: int, text_port: Optional[int], dsn: str, interval: float,
-           timeout: float, allow: tuple[str, ...], max_connections: int, request_timeout: float,
+           timeout: float, allow: tuple[str, ...], details_allow: tuple[str, ...], max_connections: int,
+           request_timeout: float,
            max_request_bytes: int, pacemaker: bool, log_level: str) -> None:
     """Serve HTTP health checks for HAProxy from this node's PostgreSQL and pha state.
 
@@ -82,16 +88,21 @@ def health(listen: tuple[str, ...], port: int, text_port: Optional[int], dsn: st
     200 primary, 206 standby, 503 otherwise).
     """
     import asyncio
-    from pha.health.probe import PostgresProbe, StateCache, pacemaker_reader
-    from pha.health.server import HealthService, Settings
+    from pha.health.probe import PostgresProbe, StateCache, cib_write_warning, pacemaker_reader
+    from pha.health.server import LOOPBACK, HealthService, Settings
 
     if text_port is not None and text_port == port:
         raise click.BadParameter(f"{text_port} is already the HTTP port", param_hint="--text-port")
     settings = Settings(listen=tuple(listen), port=port, text_port=text_port,
                         max_connections=max_connections, request_timeout=request_timeout,
-                        max_request_bytes=max_request_bytes, allow=parse_networks(allow))
+                        max_request_bytes=max_request_bytes, allow=parse_networks(allow),
+                        details=parse_networks(details_allow, "--details-allow") or LOOPBACK)
     dsn = check_dsn(dsn)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+
+    warning = cib_write_warning(timeout) if pacemaker else None
+    if warning:
+        logging.getLogger("pha.health").warning("%s", warning)
 
     async def main() -> None:
         cache = StateCache(PostgresProbe(dsn, timeout), interval, timeout,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import time
 from typing import Any, Awaitable, Callable, Mapping, Optional
@@ -124,6 +125,24 @@ def read_pha_attributes(timeout: float) -> dict[str, str]:
         if value is not None:
             found[name] = value
     return found
+
+
+def cib_write_warning(timeout: float, euid: Optional[int] = None) -> Optional[str]:
+    """Why this service may be able to write the CIB (it needs to read it only), or None.
+
+    A member of haclient may write the CIB unless enable-acl=true gives it a read-only role,
+    and writing the CIB is root on every node (an agent's parameters are run as root)."""
+    from pha import crm
+    if (os.geteuid() if euid is None else euid) == 0:
+        return "runs as root: run it as its own user (templates/pha-health.service)"
+    try:
+        enabled = crm.Crm(timeout=timeout).get_property("enable-acl")
+    except crm.CrmError:
+        return None                 # no access to the CIB at all: nothing to write with
+    if (enabled or "").lower() not in ("true", "yes", "on", "1", "y"):
+        return ("enable-acl is not true, so as a member of haclient this service may write the CIB: "
+                "set health_user in config.ini and run `pha setup` (a read-only ACL role)")
+    return None
 
 
 AttributeReader = Callable[[], Awaitable[dict]]

@@ -11,6 +11,9 @@ Robustness, all enforced here:
 - `max_request_bytes` for the head, then 431 and close; garbage gets 400;
 - an optional allowlist of source networks (others get 403, or a close on the
   text port);
+- details (the JSON body: standby names, addresses, LSNs, lag) only for
+  sources in `details` (default: loopback); others get the same status code
+  with a body of role and running only, which is all HAProxy needs;
 - PostgreSQL sees at most one query per `interval` (see probe.StateCache).
 """
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pha.health.state import (BadRequest, NotFound, Snapshot, answer, needs_snap
 log = logging.getLogger("pha.health")
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
 class Settings(NamedTuple):
@@ -42,19 +46,23 @@ class Settings(NamedTuple):
     request_timeout: float = 2.0
     max_request_bytes: int = 4096
     allow: tuple[Network, ...] = ()
+    details: tuple[Network, ...] = LOOPBACK
 
 
 def is_allowed(peer: object, allow: Sequence[Network]) -> bool:
     """Whether a peer address (as asyncio gives it) is inside one of `allow` (empty: everyone)."""
-    if not allow:
-        return True
+    return not allow or is_inside(peer, allow)
+
+
+def is_inside(peer: object, networks: Sequence[Network]) -> bool:
+    """Whether a peer address (as asyncio gives it) is inside one of `networks`."""
     try:
         address = ipaddress.ip_address(peer[0])  # type: ignore[index]
     except (TypeError, ValueError, IndexError):
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    return any(address in network for network in allow)
+    return any(address in network for network in networks)
 
 
 class Stats:
@@ -78,8 +86,9 @@ class HealthService:
         self.connections: dict["_Connection", float] = {}   # -> admission time; insertion order = age
         self._servers: list[asyncio.base_events.Server] = []
         self._sweeper: Optional[asyncio.Task] = None
-        # Answers to the request heads seen with the current snapshot (checks repeat the same few).
-        self._answers: dict[bytes, bytes] = {}
+        # Answers to the request heads seen with the current snapshot (checks repeat the same few),
+        # by (details shown, head).
+        self._answers: dict[tuple[bool, bytes], bytes] = {}
         self._answers_for: Optional[Snapshot] = None
 
     # ---- connection bookkeeping ---------------------------------------------------
@@ -113,17 +122,18 @@ class HealthService:
     # ---- answers --------------------------------------------------------------------
     MAX_CACHED_ANSWERS = 64
 
-    def answer_head(self, head: bytes, snapshot: Optional[Snapshot]) -> Optional[bytes]:
+    def answer_head(self, head: bytes, snapshot: Optional[Snapshot], details: bool = False) -> Optional[bytes]:
         """The response to a request head, given the fresh snapshot if there is one.
 
-        None when the request needs a snapshot and there is none (answer it
-        once the cache has one). Raises http.HttpError for a malformed request.
+        `details`: the client may see the snapshot's details. None when the
+        request needs a snapshot and there is none (answer it once the cache
+        has one). Raises http.HttpError for a malformed request.
         """
         if snapshot is not self._answers_for:
             self._answers.clear()
             self._answers_for = snapshot
         if snapshot is not None:
-            cached = self._answers.get(head)
+            cached = self._answers.get((details, head))
             if cached is not None:
                 self.stats.served += 1
                 return cached
@@ -132,13 +142,10 @@ class HealthService:
             return self.http_answer(request, None)
         if snapshot is None:
             return None
-        response = self.http_answer(request, snapshot)
+        response = self.http_answer(request, snapshot, details)
         if len(self._answers) < self.MAX_CACHED_ANSWERS:
-            self._answers[head] = response
+            self._answers[(details, head)] = response
         return response
-
-    def _body_of(self, snapshot: Snapshot) -> bytes:
-        return http.json_body(snapshot.to_json())
 
     def liveness(self) -> bytes:
         s = self.stats
@@ -147,7 +154,7 @@ class HealthService:
             "connections": len(self.connections), "served": s.served, "rejected": s.rejected,
             "evicted": s.evicted, "timed_out": s.timed_out, "refreshes": self.cache.refreshes})
 
-    def http_answer(self, request: http.Request, snapshot: Optional[Snapshot]) -> bytes:
+    def http_answer(self, request: http.Request, snapshot: Optional[Snapshot], details: bool = False) -> bytes:
         """The response to a parsed request; `snapshot` is None only when not needs_snapshot()."""
         try:
             lag = parse_query(request.path, request.query)
@@ -160,7 +167,8 @@ class HealthService:
         self.stats.served += 1
         if snapshot is None:
             return http.response(200, self.liveness(), request.method)
-        return http.response(answer(request.path, lag, snapshot), self._body_of(snapshot), request.method)
+        body = snapshot.to_json() if details else snapshot.brief()
+        return http.response(answer(request.path, lag, snapshot), http.json_body(body), request.method)
 
     # ---- running ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -275,6 +283,11 @@ class _HttpConnection(_Connection):
     def __init__(self, service: HealthService) -> None:
         super().__init__(service)
         self.buffer = bytearray()
+        self.details = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.details = is_inside(transport.get_extra_info("peername"), self.service.settings.details)
+        super().connection_made(transport)
 
     def refused(self) -> None:
         self.send(http.error_response(http.HttpError(403, "source address not allowed")))
@@ -308,7 +321,7 @@ class _HttpConnection(_Connection):
 
     def answer(self, head: bytes, snapshot: Optional[Snapshot]) -> Optional[bytes]:
         try:
-            return self.service.answer_head(head, snapshot)
+            return self.service.answer_head(head, snapshot, self.details)
         except http.HttpError as exc:
             self.service.stats.rejected += 1
             return http.error_response(exc)

@@ -6,27 +6,21 @@ a JSON-ready body. Nothing here does I/O, so all of it is unit-tested.
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Mapping, NamedTuple, Optional
+
+from pha.pgsql import names
+from pha.values import parse_size, shown
 
 PRIMARY = "primary"
 STANDBY = "standby"
 UNKNOWN = "unknown"
 
 # pha node attributes (set by ocf:pha:pgsql) read into the snapshot.
-ATTR_STATUS = "pgsql-status"
-ATTR_DATA_STATUS = "pgsql-data-status"
-PHA_ATTRIBUTES = (ATTR_STATUS, ATTR_DATA_STATUS)
+PHA_ATTRIBUTES = (names.ATTR_STATUS, names.ATTR_DATA)
 
-_SYNC_VALUES = {"HS:sync": "sync", "STREAMING|SYNC": "sync",
-                "HS:async": "async", "STREAMING|ASYNC": "async",
-                "HS:potential": "async", "STREAMING|POTENTIAL": "async"}
-
-_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024,
-          "m": 1024 ** 2, "mb": 1024 ** 2, "mib": 1024 ** 2,
-          "g": 1024 ** 3, "gb": 1024 ** 3, "gib": 1024 ** 3,
-          "t": 1024 ** 4, "tb": 1024 ** 4, "tib": 1024 ** 4}
-_SIZE = re.compile(r"\s*(\d{1,15})\s*([a-zA-Z]{0,3})\s*")
+_SYNC_VALUES = {names.HS_SYNC: "sync", names.STREAMING_SYNC: "sync",
+                names.HS_ASYNC: "async", names.STREAMING_ASYNC: "async",
+                names.HS_POTENTIAL: "async", names.STREAMING_POTENTIAL: "async"}
 
 
 class Snapshot(NamedTuple):
@@ -63,6 +57,10 @@ class Snapshot(NamedTuple):
                 return found
         return None
 
+    def brief(self) -> dict[str, Any]:
+        """What anyone may see (the status codes tell as much): role and whether it runs."""
+        return {"role": self.role, "running": self.running}
+
     def to_json(self) -> dict[str, Any]:
         """The snapshot as the response body shows it (no connection details, no secrets)."""
         body: dict[str, Any] = {"role": self.role, "running": self.running}
@@ -85,15 +83,6 @@ class Snapshot(NamedTuple):
 
 
 DOWN = Snapshot(running=False)
-
-
-def parse_size(text: str) -> int:
-    """Bytes from "1048576", "10MB", "512kB", "1 GiB" (units are powers of 1024)."""
-    match = _SIZE.fullmatch(text)
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in _UNITS:
-        raise ValueError(f"{text!r} is not a byte count (examples: 1048576, 512kB, 10MB, 1GB)")
-    return int(match.group(1)) * _UNITS[unit]
 
 
 class BadRequest(ValueError):
@@ -175,7 +164,7 @@ def parse_query(path: str, query: Mapping[str, list[str]]) -> Optional[int]:
     try:
         return parse_size(values[0])
     except ValueError as exc:
-        raise BadRequest(f"lag: {exc}") from None
+        raise BadRequest(f"lag: {shown(values[0])!r} {exc}") from None
 
 
 def answer(path: str, lag: Optional[int], snapshot: Snapshot) -> int:

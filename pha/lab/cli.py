@@ -35,16 +35,22 @@ def lab(ctx: click.Context, state_dir: str) -> None:
               type=click.IntRange(200, 60000), help="Corosync token timeout (ms).")
 @click.option("--pg-running", is_flag=True, help="Start PostgreSQL as a plain streaming cluster.")
 @click.option("--no-pg", is_flag=True, help="No PostgreSQL.")
+@click.option("--pg", "pg_version", envvar=config.PG_ENV, metavar="VERSION",
+              help=f"PostgreSQL major version (env {config.PG_ENV}; default: the newest installed"
+                   + (f", {config.PG_VERSION}" if config.PG_VERSION else "") + ").")
 @click.option("--two-node", is_flag=True,
               help="With --nodes 2: corosync two_node, each side of a cut keeps quorum.")
 @click.option("--force", is_flag=True, help="Tear down an existing lab first.")
+@click.option("--no-fencing", is_flag=True,
+              help="No BMCs and no fence devices (stonith-enabled=false): for tests that must not fence.")
 @click.pass_context
-def up(ctx: click.Context, nodes: int, token_ms: int, pg_running: bool, no_pg: bool, two_node: bool,
-       force: bool) -> None:
+def up(ctx: click.Context, nodes: int, token_ms: int, pg_running: bool, no_pg: bool,
+       pg_version: str | None, two_node: bool, force: bool, no_fencing: bool) -> None:
     """Bring the lab up."""
     try:
         timings = Lab(ctx.obj).up(nodes=nodes, token_ms=token_ms, pg=not no_pg, pg_running=pg_running,
-                                  force=force, two_node=two_node, progress=click.echo)
+                                  force=force, two_node=two_node, progress=click.echo,
+                                  pg_version=pg_version, fence=not no_fencing)
     except (LabError, config.LabConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"lab up in {max(timings.values()):.1f}s (state {ctx.obj})")
@@ -76,8 +82,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(report, indent=2))
         return
     client = report["client"]
+    pg = f"PostgreSQL {report['pg_version']}" if report.get("pg_version") else "no PostgreSQL"
     click.echo(f"lab {report['state_dir']}: subnet {report['subnet']}, client {client['ip']} "
-               f"({client['netns']}), blackhole route {'present' if report['blackhole'] else 'MISSING'}")
+               f"({client['netns']}), blackhole route {'present' if report['blackhole'] else 'MISSING'}, {pg}")
     for node in report["nodes"]:
         line = (f"{node['name']:<8} {node['ip']:<12} pid {node['pid']!s:<8} "
                 f"{'running' if node['running'] else 'STOPPED'}"
@@ -87,7 +94,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
             line += f"  pacemaker: {view['error']}"
         elif view:
             line += (f"  online: {' '.join(view['online']) or '-'}"
-                     f"  offline: {' '.join(view['offline']) or '-'}"
+                     f"  offline: {' '.join(view.get('offline', [])) or '-'}"
                      f"  DC: {view['dc'] or '-'}  {'quorate' if view['quorum'] else 'NO QUORUM'}")
         click.echo(line)
 

@@ -1,6 +1,7 @@
 """Pure lab layout and rendering: names, addresses, config files, crm_mon views.
 
-Nothing here touches the system, so all of it is unit-tested.
+Nothing here changes the system, so all of it is unit-tested. The one thing read
+from it is which PostgreSQL versions are installed (Debian's /usr/lib/postgresql/N).
 """
 from __future__ import annotations
 
@@ -39,12 +40,15 @@ DEFAULT_TOKEN_MS = 3000
 # the lab's CIB is pre-seeded with a short one so `up` does not sit through it.
 DC_DEADTIME = "2s"
 
-PG_VERSION = "15"
-PG_BIN = "/usr/lib/postgresql/15/bin"
-PGDATA = "/var/lib/postgresql/15/pha"
+# PostgreSQL: the newest version installed, or PHA_LAB_PG (`pha lab up --pg N`). The data
+# directory and log name no version, so templates/lab.ini and the tests work with any.
+PG_ENV = "PHA_LAB_PG"
+PG_LIB = "/usr/lib/postgresql"
+PG_TOOLS = ("initdb", "pg_ctl", "pg_basebackup")
+PGDATA = "/var/lib/postgresql/pha"
 PG_PORT = 5432
 PG_SOCKET_DIR = "/run/postgresql"
-PG_LOG = "/var/log/postgresql/postgresql-15-pha.log"
+PG_LOG = "/var/log/postgresql/postgresql-pha.log"
 
 OCF_RESOURCE_D = "/usr/lib/ocf/resource.d"
 OCF_SHELLFUNCS = "/usr/lib/ocf/lib/heartbeat/ocf-shellfuncs"
@@ -72,10 +76,47 @@ NODE_RUN_DIRS: dict[str, tuple[int, str, str]] = {
 }
 
 _NODE_NAME = re.compile(r"node([1-9][0-9]?)")
+_PG_VERSION = re.compile(r"[1-9][0-9]*")
 
 
 class LabConfigError(ValueError):
     """Bad lab option or state."""
+
+
+def check_pg_version(version: str) -> str:
+    if not isinstance(version, str) or not _PG_VERSION.fullmatch(version):
+        raise LabConfigError(f"--pg: {version!r} is not a PostgreSQL major version (e.g. 17)")
+    return version
+
+
+def pg_bin(version: str) -> str:
+    """Where Debian puts PostgreSQL `version`'s programs."""
+    return f"{PG_LIB}/{check_pg_version(version)}/bin"
+
+
+def pg_versions(lib: str = PG_LIB) -> list[str]:
+    """The PostgreSQL major versions installed with the lab's tools, oldest first."""
+    try:
+        names = os.listdir(lib)
+    except FileNotFoundError:
+        return []
+    found = [n for n in names if _PG_VERSION.fullmatch(n)
+             and all(os.access(f"{lib}/{n}/bin/{tool}", os.X_OK) for tool in PG_TOOLS)]
+    return sorted(found, key=int)
+
+
+def default_pg_version() -> str:
+    """PHA_LAB_PG, else the newest version installed; "" when there is none."""
+    chosen = os.environ.get(PG_ENV, "")
+    if chosen:
+        return check_pg_version(chosen)
+    installed = pg_versions()
+    return installed[-1] if installed else ""
+
+
+PG_VERSION = default_pg_version()
+PG_BIN = f"{PG_LIB}/{PG_VERSION or 'NONE'}/bin"
+"""The default version's programs (a lab records its own: Lab.pg_bin)."""
 
 
 def check_node_count(nodes: int) -> int:
@@ -159,9 +200,10 @@ def render_corosync_conf(nodes: list[str], token_ms: int, cluster_name: str = "p
         "}\n")
 
 
-def render_seed_cib(dc_deadtime: str = DC_DEADTIME) -> str:
-    """The CIB every node starts from: no fencing, short DC election wait."""
-    options = {"stonith-enabled": "false", "dc-deadtime": dc_deadtime}
+def render_seed_cib(dc_deadtime: str = DC_DEADTIME, fencing: str = "stonith-enabled") -> str:
+    """The CIB every node starts from: no fencing (`fencing` names the option: it is
+    fencing-enabled since Pacemaker 3.0.2), short DC election wait."""
+    options = {fencing: "false", "dc-deadtime": dc_deadtime}
     nvpairs = "".join(
         f'        <nvpair id="cib-bootstrap-options-{name}" name="{name}" value="{value}"/>\n'
         for name, value in options.items())
@@ -180,16 +222,24 @@ def render_seed_cib(dc_deadtime: str = DC_DEADTIME) -> str:
         "</cib>\n")
 
 
+OCF_PROMOTION_CALL = "${HA_SBIN_DIR}/crm_attribute -p $@"
+OCF_PROMOTION_CALLS_FIXED = ("${HA_SBIN_DIR}/crm_attribute --promotion $@",
+                             "${HA_SBIN_DIR}/crm_attribute -p ${OCF_RESOURCE_INSTANCE} $@")
+
+
 def patch_ocf_shellfuncs(text: str) -> str:
-    """Make ocf_promotion_score call `crm_attribute --promotion`.
+    """Make ocf_promotion_score call `crm_attribute --promotion`, where it needs to.
 
     resource-agents 4.12 runs `crm_attribute -p $@`, and pacemaker 2.1.5
     mis-parses `-p -v -INFINITY` (the stock pgsql agent then cannot demote).
+    resource-agents 4.16 (Debian 13) names the resource itself, and pacemaker
+    3.0 parses it: that text is returned unchanged.
     """
-    old = "${HA_SBIN_DIR}/crm_attribute -p $@"
-    if old not in text:
-        raise LabConfigError(f"{OCF_SHELLFUNCS}: expected line {old!r} not found; cannot patch it")
-    return text.replace(old, "${HA_SBIN_DIR}/crm_attribute --promotion $@", 1)
+    if OCF_PROMOTION_CALL in text:
+        return text.replace(OCF_PROMOTION_CALL, OCF_PROMOTION_CALLS_FIXED[0], 1)
+    if any(call in text for call in OCF_PROMOTION_CALLS_FIXED):
+        return text
+    raise LabConfigError(f"{OCF_SHELLFUNCS}: expected line {OCF_PROMOTION_CALL!r} not found; cannot patch it")
 
 
 PG_BLOCK_BEGIN = "# --- pha lab settings (begin) ---"

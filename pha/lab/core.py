@@ -30,7 +30,6 @@ INFO_FILE = "lab.json"
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 REQUIRED_COMMANDS = ("corosync", "corosync-cfgtool", "pacemakerd", "crm_mon", "crm_attribute",
                      "nsenter", "unshare", "runuser")
-PG_COMMANDS = ("initdb", "pg_ctl", "pg_basebackup")
 READY_TIMEOUT = 30.0
 DOWN_TIMEOUT = 150.0
 
@@ -51,17 +50,29 @@ class LabCommandError(subprocess.CalledProcessError):
         return f"{self.where}: {subprocess.list2cmdline(self.cmd)} exited {self.returncode}: {detail}"
 
 
-def missing_prerequisites(pg: bool = True) -> list[str]:
-    """What this machine lacks to run a lab (empty when it can)."""
+def missing_prerequisites(pg_version: str | None = None) -> list[str]:
+    """What this machine lacks to run a lab with PostgreSQL `pg_version` (None: without), empty when it can."""
     missing = [] if os.geteuid() == 0 else ["root privileges"]
     missing += [cmd for cmd in REQUIRED_COMMANDS if shutil.which(cmd, path=NODE_PATH) is None]
-    if pg:
-        missing += [f"{config.PG_BIN}/{cmd}" for cmd in PG_COMMANDS
-                    if not os.access(f"{config.PG_BIN}/{cmd}", os.X_OK)]
+    if pg_version == "":
+        missing.append(f"PostgreSQL (no {config.PG_LIB}/N/bin with {', '.join(config.PG_TOOLS)})")
+    elif pg_version is not None:
+        bindir = config.pg_bin(pg_version)
+        missing += [f"{bindir}/{cmd}" for cmd in config.PG_TOOLS if not os.access(f"{bindir}/{cmd}", os.X_OK)]
     for path in (config.OCF_RESOURCE_D, config.OCF_SHELLFUNCS):
         if not os.path.exists(path):
             missing.append(path)
     return missing
+
+
+def pacemaker_version() -> tuple[int, ...]:
+    """The version of this machine's Pacemaker (the lab nodes run it); (0,) if it does not say."""
+    try:
+        out = subprocess.run(["pacemakerd", "--version"], capture_output=True, text=True, timeout=30,
+                             env={"PATH": NODE_PATH, "LC_ALL": "C"}).stdout
+    except OSError:
+        return (0,)
+    return crm.parse_version(out) or (0,)
 
 
 def _start_time(pid: int) -> int | None:
@@ -156,6 +167,16 @@ class Lab:
     def client_ip(self) -> str:
         return config.CLIENT_IP
 
+    @property
+    def pg_version(self) -> str:
+        """The PostgreSQL major version the lab runs (recorded at `up`)."""
+        return self.info.get("pg_version") or config.PG_VERSION
+
+    @property
+    def pg_bin(self) -> str:
+        """Where the lab's PostgreSQL programs are (initdb, pg_ctl, ...)."""
+        return config.pg_bin(self.pg_version)
+
     def node_ip(self, node: str) -> str:
         self._check_node(node)
         return config.node_ip(node)
@@ -191,10 +212,15 @@ class Lab:
     # ---- up ------------------------------------------------------------------------------
     def up(self, nodes: int = 3, token_ms: int = config.DEFAULT_TOKEN_MS, pg: bool = True,
            pg_running: bool = False, force: bool = False, two_node: bool = False,
-           progress: Callable[[str], None] | None = None) -> dict[str, float]:
+           progress: Callable[[str], None] | None = None,
+           pg_version: str | None = None, fence: bool = False) -> dict[str, float]:
         """Bring the lab up; return the timings (seconds) of its steps.
 
+        `fence`: every node gets a BMC (ipmi_sim) and the cluster a fence_ipmilan device per
+        node, with fencing on (pha.lab.fence).
+
         `two_node` (with nodes=2) sets corosync's two_node: each side of a cut keeps quorum.
+        `pg_version`: the PostgreSQL major version (default: PHA_LAB_PG, else the newest installed).
 
         On failure everything started so far is torn down again.
         """
@@ -202,7 +228,9 @@ class Lab:
         config.render_corosync_conf(names, token_ms, two_node=two_node)   # a bad token or two_node: refused now
         if pg_running and not pg:
             raise LabConfigError("--pg-running needs PostgreSQL (drop --no-pg)")
-        missing = missing_prerequisites(pg)
+        version = config.check_pg_version(pg_version) if pg_version else config.PG_VERSION
+        from pha.lab import fence as bmc
+        missing = missing_prerequisites(version if pg else None) + (bmc.missing_prerequisites() if fence else [])
         if missing:
             raise LabError("cannot bring the lab up, missing: " + ", ".join(missing))
         self._refuse_or_clean(force)
@@ -218,9 +246,11 @@ class Lab:
         os.chmod(self.state_dir, 0o700)
         self.info = {
             "format": STATE_FORMAT, "subnet": config.SUBNET, "token_ms": token_ms, "two_node": two_node,
-            "pg": pg, "pg_running": pg_running,
+            "pg": pg, "pg_running": pg_running, "pg_version": version if pg else None,
+            "fencing_option": crm.fencing_option(pacemaker_version()),
             "client": {"netns": config.CLIENT_NETNS, "ip": config.CLIENT_IP},
-            "netns": [config.SWITCH_NETNS, config.CLIENT_NETNS, *map(config.node_netns, names)],
+            "netns": [config.SWITCH_NETNS, config.CLIENT_NETNS, *map(config.node_netns, names),
+                      *(config.NETNS_PREFIX + m for m in (bmc.members(names) if fence else {}))],
             "blackhole": False,
             "nodes": {n: {"ip": config.node_ip(n), "netns": config.node_netns(n)} for n in names},
         }
@@ -231,7 +261,8 @@ class Lab:
             network.add_blackhole()
             self.info["blackhole"] = True
             self._save_info()
-            network.build({**{n: config.node_ip(n) for n in names}, "client": config.CLIENT_IP})
+            network.build({**{n: config.node_ip(n) for n in names}, "client": config.CLIENT_IP,
+                           **(bmc.members(names) if fence else {})})
             step("network ready")
             for name in names:
                 self._prepare_node(name)
@@ -246,9 +277,13 @@ class Lab:
                     pg_setup = pool.submit(postgres.set_up, self, pg_running)
                 self.wait_online(names, timeout=120, observer=names[0])
                 step(f"{len(names)} nodes online")
+                fencing = self.info["fencing_option"]
                 self.exec(names[0], ["crm_attribute", "--type", "crm_config", "--name",
-                                     "stonith-enabled", "--update", "false"])
-                step("stonith-enabled=false")
+                                     fencing, "--update", "false"])
+                step(f"{fencing}=false")
+                if fence:
+                    bmc.start(self)
+                    step(f"fencing on: {bmc.enable(self)}")
                 if pg_setup is not None:
                     pg_setup.result()
                     step("postgresql " + ("streaming" if pg_running else "ready (stopped)"))
@@ -281,7 +316,7 @@ class Lab:
         _write(sd / "authkey", os.urandom(256), 0o400)
         _write(sd / "corosync.conf", config.render_corosync_conf(names, token_ms, two_node=two_node), 0o644)
         _write(sd / "hosts", config.render_hosts(names), 0o644)
-        _write(sd / "cib.xml", config.render_seed_cib(), 0o600)
+        _write(sd / "cib.xml", config.render_seed_cib(fencing=self.info["fencing_option"]), 0o600)
         _write(sd / "ocf-shellfuncs", config.patch_ocf_shellfuncs(Path(config.OCF_SHELLFUNCS).read_text()), 0o644)
         ocf_root = sd / "ocf"
         ocf_root.mkdir(mode=0o755)
@@ -307,7 +342,6 @@ class Lab:
         cib = fs / "var/lib/pacemaker/cib/cib.xml"
         shutil.copy2(self.state_dir / "cib.xml", cib)
         os.chown(cib, pwd.getpwnam("hacluster").pw_uid, grp.getgrnam("haclient").gr_gid)
-        _make_dir(fs / "var/lib/postgresql" / config.PG_VERSION, 0o755, "postgres", "postgres")
         binds += [[str(self.state_dir / "hosts"), "/etc/hosts"],
                   [str(self.state_dir / "ocf/resource.d"), config.OCF_RESOURCE_D],
                   [str(self.state_dir / "ocf-shellfuncs"), config.OCF_SHELLFUNCS]]
@@ -375,8 +409,12 @@ class Lab:
         self._check_node(node)
         record = self.info["nodes"][node]
         if not _is_process(record.get("pid"), record.get("pid_start")):
+            self.info = self._read_info() or self.info    # a fenced node boots with a new init (pha.lab.fence)
+            record = self.info["nodes"][node]
+        if not _is_process(record.get("pid"), record.get("pid_start")):
             raise LabError(f"{node}: its init (PID {record.get('pid')}) is not running")
-        command = ["nsenter", "-t", str(record["pid"]), "-m", "-u", "-i", "-n", "-p", "--wd=/", "--"]
+        # --root: the node's root, which is not "/" when the lab runs in a chroot (tools/rootfs.sh)
+        command = ["nsenter", "-t", str(record["pid"]), "--root", "-m", "-u", "-i", "-n", "-p", "--wd=/", "--"]
         if user:
             command += ["runuser", "-u", user, "--"]
         return command + list(argv)
@@ -495,7 +533,9 @@ class Lab:
             if running:
                 try:
                     view = self.view(node, timeout=10)
-                    entry["pacemaker"] = {"online": view.online_nodes(), "dc": view.summary.dc,
+                    online = view.online_nodes()
+                    entry["pacemaker"] = {"online": online, "dc": view.summary.dc,
+                                          "offline": [n.name for n in view.nodes if n.name not in online],
                                           "quorum": view.summary.quorum}
                 except (LabCommandError, LabConfigError, subprocess.TimeoutExpired) as exc:
                     entry["pacemaker"] = {"error": str(exc)}
@@ -506,7 +546,7 @@ class Lab:
         return {"state_dir": str(self.state_dir), "subnet": config.SUBNET,
                 "client": self.info["client"], "blackhole": network.has_blackhole(),
                 "pg": self.info.get("pg"), "pg_running": self.info.get("pg_running"),
-                "nodes": nodes}
+                "pg_version": self.info.get("pg_version"), "nodes": nodes}
 
     # ---- down ----------------------------------------------------------------------------------
     def down(self, force: bool = False, timeout: float = DOWN_TIMEOUT) -> float:
@@ -519,7 +559,9 @@ class Lab:
         """
         from pha.lab import network
         t0 = time.monotonic()
-        info = self.info or self._read_info()
+        info = self._read_info() or self.info        # on disk: the BMCs (pha.lab.fence) update it
+        from pha.lab import fence as bmc
+        bmc.stop(self.state_dir, info)                # first: no power-on races the teardown
         records = info.get("nodes", {}).values()
         inits = {r["pid"]: r["pid_start"] for r in records if r.get("pid")}
         _kill(inits, signal.SIGTERM)

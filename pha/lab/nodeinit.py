@@ -141,7 +141,8 @@ def stop(name: str, pids: list[int], sig: int, timeout: float) -> None:
 
 def postmaster_pids() -> list[int]:
     pids = []
-    for pidfile in glob.glob("/var/lib/postgresql/*/*/postmaster.pid"):
+    found = glob.glob("/var/lib/postgresql/*/postmaster.pid") + glob.glob("/var/lib/postgresql/*/*/postmaster.pid")
+    for pidfile in found:
         try:
             with open(pidfile) as f:
                 pids.append(int(f.readline()))

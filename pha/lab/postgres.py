@@ -1,4 +1,4 @@
-"""PostgreSQL 15 in the lab: a primary on the first node, base-backed-up standbys on the others.
+"""PostgreSQL in the lab (the version `Lab.pg_version` names): a primary on the first node, base-backed-up standbys on the others.
 
 Left stopped and ready for the pgsql agent (no primary_conninfo, no
 standby.signal: the agent owns recovery configuration), or running as a plain
@@ -35,7 +35,7 @@ sys.exit(0 if want <= streaming else 1)
 
 
 def _pg(lab: "Lab", node: str, tool: str, *args: str, timeout: float = 120):
-    return lab.exec(node, [f"{config.PG_BIN}/{tool}", *args], user="postgres", timeout=timeout)
+    return lab.exec(node, [f"{lab.pg_bin}/{tool}", *args], user="postgres", timeout=timeout)
 
 
 def start(lab: "Lab", node: str) -> None:

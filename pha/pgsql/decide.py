@@ -1,22 +1,46 @@
 """Pure decisions of the pgsql agent: no I/O here, so all of it is unit-tested.
 
-- what each standby's attributes and promotion score are, from the primary's
-  view of pg_stat_replication;
+- what each node's attributes and promotion score are, from the primary's
+  view of pg_stat_replication, and which of them differ from the cluster's;
 - which synchronous_standby_names the primary runs with, and when it may fall
   back to async;
-- who wins an election when there is no primary;
-- whether a node's history forked off the cluster's (REPL_INFO).
+- who wins an election when there is no primary, and when to hold one;
+- whether this node may be promoted now, and how a demote goes;
+- whether a node's history forked off the cluster's (REPL_INFO);
+- whether a refused connection still means a live server.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Callable, Mapping, NamedTuple, Optional
 
-from pha.pgsql.names import (CANDIDATE_DATA, DISCONNECT, HS_ALONE, HS_ASYNC, HS_POTENTIAL, HS_SYNC,  # noqa: F401
+from pha.pgsql.names import (ATTR_DATA, ATTR_LSN, ATTR_STATUS, ATTR_TIMELINE,  # noqa: F401
+                             CANDIDATE_DATA, DISCONNECT, HS_ALONE, HS_ASYNC, HS_POTENTIAL, HS_SYNC,
                              LATEST, PRI, STOP, STREAMING_ASYNC, STREAMING_POTENTIAL, STREAMING_SYNC)
 
 INFINITY = 1_000_000
 PRIMARY_SCORE = 1000
 CANDIDATE_SCORE = 100
+FALLBACK_GRACE = 5.0     # seconds after a promotion for the standbys to reconnect
+SETTLE = 2.0             # seconds after a promotion before the primary writes attributes
+
+Attributes = Mapping[str, Mapping[str, str]]   # node -> attribute name -> value (crm_mon)
+
+
+# --- promotion scores ---------------------------------------------------------------
+def score_text(value: int) -> str:
+    """A promotion score as Pacemaker writes it."""
+    if value >= INFINITY:
+        return "INFINITY"
+    if value <= -INFINITY:
+        return "-INFINITY"
+    return str(value)
+
+
+def promotable(score: Optional[str]) -> bool:
+    """Whether a promotion score (as crm_mon shows it) lets Pacemaker promote the node."""
+    if score is None or score == "-INFINITY":
+        return False
+    return score in ("INFINITY", "+INFINITY") or int(score) > 0
 
 
 # --- LSNs -------------------------------------------------------------------------
@@ -141,13 +165,59 @@ def sync_standby_names(nodes: list[str], me: str) -> str:
     return "FIRST 1 (" + ", ".join(f'"{n}"' for n in others) + ")" if others else ""
 
 
-def may_fall_back_to_async(streaming_standbys: int, quorate: bool, lock_held: Optional[bool],
-                           seconds_since_promotion: float, grace: float) -> bool:
-    """Async only when no standby could acknowledge, and only while this
-    primary is surely the cluster's (quorum, and the lock when there is one).
-    Right after a promotion the standbys get `grace` seconds to reconnect."""
-    return (streaming_standbys == 0 and quorate and lock_held is not False
-            and seconds_since_promotion >= grace)
+def may_fall_back_to_async(quorate: bool, lock_held: Optional[bool],
+                           seconds_since_promotion: float, grace: float = FALLBACK_GRACE) -> bool:
+    """With no standby streaming: async only while this primary is surely the
+    cluster's (quorum, and the lock when there is one). Right after a
+    promotion the standbys get `grace` seconds to reconnect."""
+    return quorate and lock_held is not False and seconds_since_promotion >= grace
+
+
+def sync_target(streaming: int, current: str, wanted: str,
+                may_go_async: Callable[[], bool]) -> Optional[str]:
+    """The synchronous_standby_names to set now, or None to leave `current`.
+
+    Sync (`wanted`) as soon as a standby streams; async ("") only when none
+    does and `may_go_async()` (asked only then: it costs a Pacemaker call).
+    """
+    if streaming:
+        return wanted if current != wanted else None
+    if current and may_go_async():
+        return ""
+    return None
+
+
+class Write(NamedTuple):
+    """One node attribute (or promotion score) the primary must write."""
+
+    node: str
+    name: str
+    value: str
+    lifetime: str
+
+
+def cluster_views(nodes: list[str], me: str, rows: list[Standby], sync_mode: bool, max_lag: int,
+                  running: list[str]) -> dict[str, StandbyView]:
+    """Every node's attributes and score as the primary `me` sees them;
+    `running`: the nodes where the resource is active (crm_mon)."""
+    views = mark_stopped(standby_views(nodes, me, rows, sync_mode, max_lag), running)
+    views[me] = StandbyView(PRI, LATEST, PRIMARY_SCORE)
+    return views
+
+
+def attribute_writes(views: Mapping[str, StandbyView], actual: Attributes, score_name: str) -> list[Write]:
+    """What differs between the views and the cluster's attributes: only that is written.
+    A Write named `score_name` is a promotion score."""
+    writes = []
+    for node, view in views.items():
+        now = actual.get(node, {})
+        if now.get(ATTR_STATUS) != view.status:
+            writes.append(Write(node, ATTR_STATUS, view.status, "reboot"))
+        if now.get(ATTR_DATA) != view.data_status:
+            writes.append(Write(node, ATTR_DATA, view.data_status, "forever"))
+        if now.get(score_name) != score_text(view.score):
+            writes.append(Write(node, score_name, score_text(view.score), "reboot"))
+    return writes
 
 
 # --- election when there is no primary -----------------------------------------------------
@@ -170,8 +240,116 @@ def elect(candidates: list[Candidate], nodes: list[str], sync_mode: bool) -> lis
     return [c.node for c in ranked]
 
 
+def leader_known(nodes: list[str], me: str, attrs: Attributes, online: list[str], score_name: str) -> bool:
+    """A primary, or a node Pacemaker can promote already (the sync standby the
+    last primary marked): then no election, and no attribute churn to abort
+    Pacemaker's transition."""
+    return any(attrs.get(n, {}).get(ATTR_STATUS) == PRI for n in nodes if n != me) or any(
+        n in online and promotable(attrs.get(n, {}).get(score_name)) for n in nodes)
+
+
+def election_pool(nodes: list[str], me: Candidate, attrs: Attributes,
+                  online: list[str]) -> tuple[list[Candidate], list[str]]:
+    """The candidates (this node, and the online standbys that published their
+    position) and the online nodes still starting (no pgsql-status yet)."""
+    candidates, starting = [], []
+    for node in nodes:
+        a = attrs.get(node, {})
+        if node == me.node:
+            candidates.append(me)
+        elif node in online and a.get(ATTR_LSN) and a.get(ATTR_STATUS, "").startswith("HS"):
+            candidates.append(Candidate(node, int(a.get(ATTR_TIMELINE, "0")), int(a[ATTR_LSN], 16),
+                                        a.get(ATTR_DATA)))
+        elif node in online and not a.get(ATTR_STATUS):
+            starting.append(node)
+    return candidates, starting
+
+
+WAIT_STARTING = "starting"    # a node is starting: it may have the best data
+WAIT_MISSING = "missing"      # a node has not published its position yet
+
+
+def election_wait(rounds: int, check_count: int, published: int, node_count: int,
+                  starting: list[str]) -> Optional[str]:
+    """Why this elector's `rounds`-th monitor without a primary does not
+    elect yet, or None to elect now. Starting nodes get 5 x xlog_check_count
+    rounds; otherwise the election is held at once when every node of
+    node_list has published, else after xlog_check_count rounds."""
+    if starting and rounds < 5 * check_count:
+        return WAIT_STARTING
+    if published < node_count and rounds < check_count:
+        return WAIT_MISSING
+    return None
+
+
 def election_score(node: str, ranking: list[str]) -> int:
     """Promotion score of `node` from an election's ranking."""
     if node not in ranking:
         return -INFINITY
     return max(1, CANDIDATE_SCORE - ranking.index(node))
+
+
+# --- promotion and demotion ------------------------------------------------------------------
+def held_primary(info: Optional[ReplInfo], me: str, local_timeline: int, clean: bool) -> bool:
+    """The node REPL_INFO records as primary, shut down cleanly on the recorded
+    timeline, starts as a held (read-only) primary: its promotion makes no new timeline."""
+    return bool(info and info.primary == me and local_timeline == info.timeline and clean)
+
+
+class Refusal(NamedTuple):
+    reason: str
+    step_aside: bool      # this node also gives up its promotion score
+
+
+def promotion_refusal(me: str, nodes: list[str], attrs: Attributes, sync_mode: bool) -> Optional[Refusal]:
+    """Why this node must not be promoted now (re-checked against what the
+    others publish at the promotion itself), or None."""
+    mine = attrs.get(me, {}).get(ATTR_DATA)
+    if sync_mode and mine and mine not in CANDIDATE_DATA:
+        return Refusal(f"not promoting: this node's data is {mine}, not the sync standby's", True)
+    for node in nodes:
+        if node != me and attrs.get(node, {}).get(ATTR_STATUS) == PRI:
+            return Refusal(f"not promoting: {node} is still the primary", False)
+    return None
+
+
+DEMOTE_NOT_RUNNING = "not running"   # a failed primary: Pacemaker stops (and maybe restarts) it next
+DEMOTE_BY_STOPPING = "stop"          # the same transition stops it: shut down as the primary
+DEMOTE_TO_STANDBY = "standby"        # restart as a standby of master_ip
+
+
+def demote_path(running: bool, stop_follows: Callable[[], bool]) -> str:
+    """How a demote goes; `stop_follows()` is asked only for a running primary."""
+    if not running:
+        return DEMOTE_NOT_RUNNING
+    return DEMOTE_BY_STOPPING if stop_follows() else DEMOTE_TO_STANDBY
+
+
+def stop_follows_demote(clone_target_role: Optional[str], node_shutting_down: bool) -> bool:
+    """A demote is followed by a stop when the clone is being disabled or the node shuts down."""
+    return clone_target_role == "Stopped" or node_shutting_down
+
+
+# --- the monitor ----------------------------------------------------------------------------------
+# SQLSTATEs of a server that refuses a connection but is alive.
+TOO_MANY_CONNECTIONS = "53300"
+CANNOT_CONNECT_NOW = "57P03"
+# libpq keeps no SQLSTATE for a connection refused at startup, only the
+# server's message: these are the (C locale) messages of those two SQLSTATEs.
+_ALIVE_MESSAGES = {
+    "too many clients": TOO_MANY_CONNECTIONS,
+    "remaining connection slots are reserved": TOO_MANY_CONNECTIONS,
+    "the database system is starting up": CANNOT_CONNECT_NOW,
+    "the database system is shutting down": CANNOT_CONNECT_NOW,
+    "the database system is not yet accepting connections": CANNOT_CONNECT_NOW,
+}
+
+
+def busy_sqlstate(sqlstate: Optional[str], message: str) -> Optional[str]:
+    """53300 or 57P03 when a failed connection or query says the server is
+    alive but busy (full, starting up, shutting down), else None."""
+    if sqlstate in (TOO_MANY_CONNECTIONS, CANNOT_CONNECT_NOW):
+        return sqlstate
+    if sqlstate:
+        return None
+    return next((code for text, code in _ALIVE_MESSAGES.items() if text in message), None)

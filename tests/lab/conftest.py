@@ -24,9 +24,11 @@ def lab(request, lab_options):
     With $PHA_LAB_KEEP_LOGS=DIR, the nodes' logs are copied to DIR/<module>/
     before the lab goes down.
     """
+    from pha.lab import config
     from pha.lab.core import Lab, missing_prerequisites
 
-    missing = missing_prerequisites(pg=lab_options.get("pg", True))
+    version = lab_options.get("pg_version") or config.PG_VERSION
+    missing = missing_prerequisites(version if lab_options.get("pg", True) else None)
     if missing:
         pytest.skip("the lab needs " + ", ".join(missing))
     the_lab = Lab(os.environ.get("PHA_LAB_STATE"))

@@ -33,10 +33,10 @@ MILESTONES = ("promoted", "writer_vip", "streaming", "reader_vip")
 T = TypeVar("T")
 
 
-def lab_pgsql_params(agent: str = cluster.PHA_AGENT) -> dict[str, object]:
+def lab_pgsql_params(lab: Lab, agent: str = cluster.PHA_AGENT) -> dict[str, object]:
     """The agent parameters that fit the lab's PostgreSQL (see pha.lab.config)."""
     params: dict[str, object] = {
-        "pgctl": f"{config.PG_BIN}/pg_ctl", "pgdata": config.PGDATA,
+        "pgctl": f"{lab.pg_bin}/pg_ctl", "pgdata": config.PGDATA,
         "config": f"{config.PGDATA}/postgresql.conf", "pgport": config.PG_PORT,
         "socketdir": config.PG_SOCKET_DIR, "logfile": config.PG_LOG,
         "repuser": "postgres", "tmpdir": TMPDIR,
@@ -51,7 +51,7 @@ def lab_spec(lab: Lab, rep_mode: str = "sync", agent: str = cluster.PHA_AGENT,
     """The ClusterSpec of the lab cluster; `params` are ClusterSpec fields or agent parameters."""
     fields = {f.name for f in dataclasses.fields(cluster.ClusterSpec)}
     spec_fields = {k: v for k, v in params.items() if k in fields}
-    agent_params = {**lab_pgsql_params(agent), **{k: v for k, v in params.items() if k not in fields}}
+    agent_params = {**lab_pgsql_params(lab, agent), **{k: v for k, v in params.items() if k not in fields}}
     settings: dict[str, object] = dict(
         nodes=tuple(lab.nodes), writer_ip=lab.vip(0), reader_ip=lab.vip(1) if reader else None,
         agent=agent, rep_mode=rep_mode, pgsql_params=agent_params, resource_id=RESOURCE,
@@ -81,8 +81,9 @@ def create_pgsql_cluster(lab: Lab, rep_mode: str = "sync", agent: str = cluster.
     VIPs up; the MILESTONES when each of those was first seen.
     """
     spec = lab_spec(lab, rep_mode, agent, reader, **params)
+    run = node_runner(lab, lab.nodes[0])
     t0 = time.monotonic()
-    cluster.apply(cluster.pcs_commands(spec), node_runner(lab, lab.nodes[0]))
+    cluster.apply(cluster.pcs_commands(spec, cluster.detect_versions(run)), run)
     timings = {"pcs": round(time.monotonic() - t0, 2)}
     milestones: dict[str, float] = {}
     timings["healthy"] = round(wait_healthy(lab, timeout, rep_mode=rep_mode, milestones=milestones), 2)

@@ -22,12 +22,13 @@ from pathlib import Path
 import pytest
 
 from pgsql_cluster import CLONE, DATA_STATUS, attrs, primary_of, status, wait_for, wait_healthy
+from pha.lab import config
 from writer import Writer
 
 pytestmark = pytest.mark.lab
 LAB_INI = Path(__file__).resolve().parents[2] / "templates" / "lab.ini"
-PGDATA = "/var/lib/postgresql/15/pha"
-PG_BIN = "/usr/lib/postgresql/15/bin"
+PGDATA = config.PGDATA
+PG_BIN = config.PG_BIN
 SOCKET = "/run/postgresql"
 
 

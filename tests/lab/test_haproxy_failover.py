@@ -36,7 +36,7 @@ def cluster(lab, tmp_path_factory):
     services = HealthServices(lab, tmp_path_factory.mktemp("health"))
     try:
         for node in lab.nodes:
-            services.start(node)
+            services.start(node, "--details-allow", lab.subnet)    # primaries() reads the timeline
         yield services
     finally:
         services.stop_all()

@@ -47,7 +47,7 @@ def services(lab, tmp_path_factory):
     running = HealthServices(lab, tmp_path_factory.mktemp("health"))
     try:
         for node in lab.nodes:
-            running.start(node, "--text-port", str(TEXT_PORT))
+            running.start(node, "--text-port", str(TEXT_PORT), "--details-allow", lab.subnet)
         yield running
     finally:
         running.stop_all()
@@ -195,6 +195,20 @@ def test_allowlist(lab, services):
         services.stop("node1-allow")
 
 
+def test_details_only_for_allowed_networks(lab, services):
+    services.start("node1", "--port", "8011", name="node1-brief")     # details: loopback only
+    try:
+        status, body = (lambda r: (r["status"], r["body"]))(
+            client_run(lab, [http_action(lab, "node1", "/primary", 8011)])[0])
+        assert status == 200 and body == {"role": "primary", "running": True}
+        code = ("import json, urllib.request\n"
+                "print(json.dumps(json.load(urllib.request.urlopen('http://127.0.0.1:8011/primary'))))")
+        local = json.loads(lab.python("node1", code).stdout)
+        assert sorted(r["application_name"] for r in local["replication"]) == ["node2", "node3"]
+    finally:
+        services.stop("node1-brief")
+
+
 def haproxy_stats(lab) -> dict[tuple[str, str], str]:
     """(listener, server) -> status, from HAProxy's CSV stats."""
     code = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:7000/;csv').read().decode())"
@@ -237,3 +251,33 @@ def test_haproxy_routes_by_role(lab, services, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_the_health_users_acl_reads_the_cib_and_writes_nothing(lab):
+    """deploy.acl_commands on the lab's Pacemaker: a haclient member with the role reads node
+    attributes (what pha health does) and cannot write; without ACLs it could."""
+    from pha import cluster, crm, deploy
+
+    def run(argv, timeout):
+        done = lab.exec("node1", list(argv), check=False, timeout=timeout)
+        return crm.CommandResult(done.returncode, done.stdout, done.stderr)
+
+    as_user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--groups=haclient", "--"]
+    write = as_user + ["crm_attribute", "--type=crm_config", "--name=pha-acl-test", "--update=1"]
+    read = as_user + ["crm_attribute", "--node=node1", "--name=pgsql-status", "--lifetime=reboot",
+                      "--query", "--quiet"]
+    lab.exec("node1", ["crm_attribute", "--node=node1", "--name=pgsql-status", "--lifetime=reboot",
+                       "--update=PRI"])
+    assert lab.exec("node1", write, check=False).returncode == 0          # haclient without ACLs: writes
+    lab.exec("node1", ["crm_attribute", "--type=crm_config", "--name=pha-acl-test", "--delete"])
+    cluster.apply(deploy.acl_commands("nobody"), run)
+    try:
+        assert lab.exec("node1", read).stdout.strip() == "PRI"
+        denied = lab.exec("node1", write, check=False)
+        assert denied.returncode != 0 and "ermission denied" in denied.stderr, denied
+    finally:
+        lab.exec("node1", ["pcs", "acl", "user", "delete", "nobody"], check=False)
+        lab.exec("node1", ["pcs", "acl", "role", "delete", deploy.HEALTH_ROLE], check=False)
+        lab.exec("node1", ["crm_attribute", "--type=crm_config", "--name=enable-acl", "--delete"], check=False)
+        lab.exec("node1", ["crm_attribute", "--node=node1", "--name=pgsql-status", "--lifetime=reboot",
+                           "--delete"], check=False)

@@ -41,9 +41,14 @@ def test_nodes_online_seen_by_every_node(lab):
 
 
 def test_fencing_is_off(lab):
-    out = lab.exec("node1", ["crm_attribute", "--type", "crm_config", "--name", "stonith-enabled",
+    from pha import crm
+    from pha.lab.core import pacemaker_version
+    name = crm.fencing_option(pacemaker_version())      # stonith-enabled, fencing-enabled since 3.0.2
+    assert lab.info["fencing_option"] == name
+    out = lab.exec("node1", ["crm_attribute", "--type", "crm_config", "--name", name,
                              "--query", "--quiet"]).stdout
     assert out.strip() == "false"
+    assert not lab.view("node1").summary.stonith_enabled
 
 
 def test_addresses(lab):
@@ -114,6 +119,26 @@ def test_status_json(lab):
     assert [(n["name"], n["ip"], n["running"], n["connected"]) for n in report["nodes"]] == [
         (n, lab.node_ip(n), True, True) for n in lab.nodes]
     assert all(sorted(n["pacemaker"]["online"]) == lab.nodes for n in report["nodes"])
+    assert all(n["pacemaker"]["offline"] == [] for n in report["nodes"])
+    assert report["pg_version"] == lab.pg_version
+
+
+def test_status_text(lab):
+    proc = pha_lab(lab, "status")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].endswith(f"blackhole route present, PostgreSQL {lab.pg_version}")
+    for node, line in zip(lab.nodes, lines[1:]):
+        assert line.split()[0] == node and "running" in line
+        assert "online: node1 node2 node3" in line and "offline: -" in line and "quorate" in line
+
+
+def test_postgresql_is_the_chosen_version(lab):
+    """The newest PostgreSQL installed (or PHA_LAB_PG), in a data directory that names no version."""
+    from pha.lab import config
+    assert lab.pg_version == (os.environ.get(config.PG_ENV) or config.pg_versions()[-1])
+    for node in lab.nodes:
+        assert lab.node_path(node, config.PGDATA + "/PG_VERSION").read_text().strip() == lab.pg_version
 
 
 def test_cut_then_heal(lab, record_property):

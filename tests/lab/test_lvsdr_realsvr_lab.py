@@ -4,9 +4,14 @@
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from pgsql_cluster import CLONE, create_pgsql_cluster, primary_of, status, wait_for
+from pha.lab import config
 
 pytestmark = pytest.mark.lab
 RSC = "reader-realsvr"
@@ -54,3 +59,33 @@ def test_stop_restores_the_sysctls_and_removes_the_vip(cluster) -> None:
     lab.exec("node1", ["pcs", "resource", "disable", f"{RSC}-clone", "--wait=60"])
     for node in lab.nodes:
         assert probe(lab, node, reader) == {"vip": False, "sysctls": ["0", "0", "0", "0"]}
+
+
+def test_get_active_slaves_prints_only_standbys_named_by_their_own_address(cluster, tmp_path) -> None:
+    """Real standbys are printed one a line; a WAL receiver in the client namespace that calls
+    itself 198.51.100.7, or node3, or "10.78.0.5 10.78.0.6", streams too but is never printed."""
+    lab, _ = cluster
+    primary = primary_of(lab)
+    standbys = sorted(n for n in lab.nodes if n != primary)
+    writer = f"host={lab.vip(0)} port={config.PG_PORT} user=postgres dbname=postgres connect_timeout=5"
+    impostors = []
+    try:
+        for n, name in enumerate(("198.51.100.7", standbys[-1], "10.78.0.5 10.78.0.6")):
+            folder = tmp_path / f"wal{n}"
+            folder.mkdir()
+            argv = [f"{config.PG_BIN}/pg_receivewal", "-D", str(folder), "--no-sync", "-d",
+                    f"{writer} application_name='{name}'"]
+            impostors.append(subprocess.Popen(lab.client_command(argv), env=lab.command_env(),
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        pha = os.path.join(os.path.dirname(sys.executable), "pha")
+
+        def asked() -> subprocess.CompletedProcess | None:
+            out = lab.exec(primary, [pha, "get-active-slaves", writer], check=False)
+            return out if out.returncode == 0 and out.stderr.count("skipped") == 3 else None
+        out, _ = wait_for("the three impostors streaming", asked, timeout=30)
+        assert out.stdout.splitlines() == standbys, out.stdout + out.stderr
+        assert "198.51.100.7" not in out.stdout and "10.78.0.5" not in out.stdout
+    finally:
+        for process in impostors:
+            process.kill()
+            process.wait()

@@ -11,13 +11,14 @@ import time
 
 import pytest
 
+from pha.lab import config
 from pha.pgsql import decide
 from pgsql_cluster import CLONE, DATA_STATUS, STATUS, attrs, primary_of, status, wait_for, wait_healthy
 from writer import Writer
 
 pytestmark = pytest.mark.lab
 AGENT = "/usr/lib/ocf/resource.d/pha/pgsql"
-PGDATA = "/var/lib/postgresql/15/pha"
+PGDATA = config.PGDATA
 
 
 def sql(lab, node: str, query: str) -> str:
@@ -143,11 +144,11 @@ def agent(lab, node: str, action: str, **params: str):
 
 
 GOOD = {"pgdata": PGDATA, "socketdir": "/run/postgresql", "node_list": "node1 node2 node3",
-        "master_ip": "10.78.0.100", "pgctl": "/usr/lib/postgresql/15/bin/pg_ctl"}
+        "master_ip": "10.78.0.100", "pgctl": f"{config.PG_BIN}/pg_ctl"}
 
 
 @pytest.mark.parametrize("changes, rc, reason", [
-    ({"pgdata": "/var/lib/postgresql/15/nope"}, 5, "parameter pgdata=/var/lib/postgresql/15/nope: no such directory"),
+    ({"pgdata": "/var/lib/postgresql/nope"}, 5, "parameter pgdata=/var/lib/postgresql/nope: no such directory"),
     ({"node_list": "node2 node3"}, 6, "parameter node_list=node2 node3 does not hold this node (node1)"),
     ({"pgport": "70000"}, 6, "parameter pgport=70000 must be a port"),
     ({"rep_mode": "semi"}, 6, "parameter rep_mode=semi must be one of async, sync"),
@@ -167,8 +168,8 @@ def test_bad_configuration_is_refused_and_touches_nothing(sync_cluster, changes,
 def test_a_port_taken_by_another_server_is_refused(sync_cluster) -> None:
     lab = sync_cluster
     node = primary_of(lab)                     # its PostgreSQL listens on 5432
-    other = "/var/lib/postgresql/15/other"     # a second, valid instance
-    lab.exec(node, ["/usr/lib/postgresql/15/bin/initdb", "-D", other, "-U", "postgres"], user="postgres")
+    other = "/var/lib/postgresql/other"        # a second, valid instance
+    lab.exec(node, [f"{lab.pg_bin}/initdb", "-D", other, "-U", "postgres"], user="postgres")
     before = lab.exec(node, ["ls", "-la", "--time-style=full-iso", other]).stdout
     try:
         out = agent(lab, node, "start", **{**GOOD, "pgdata": other})
@@ -176,5 +177,5 @@ def test_a_port_taken_by_another_server_is_refused(sync_cluster) -> None:
         assert "ocf-exit-reason:parameter pgport=5432: another server listens on it" in out.stderr
         assert lab.exec(node, ["ls", "-la", "--time-style=full-iso", other]).stdout == before
     finally:
-        lab.exec(node, ["/usr/lib/postgresql/15/bin/pg_ctl", "-D", other, "stop", "-m", "immediate"],
+        lab.exec(node, [f"{lab.pg_bin}/pg_ctl", "-D", other, "stop", "-m", "immediate"],
                  user="postgres", check=False)

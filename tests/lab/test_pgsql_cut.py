@@ -11,10 +11,11 @@ import time
 import pytest
 
 from pgsql_cluster import CLONE, primary_of, rejoined_or_refused, status, wait_for
+from pha.lab import config
 from writer import Writer
 
 pytestmark = pytest.mark.lab
-PGDATA = "/var/lib/postgresql/15/pha"
+PGDATA = config.PGDATA
 
 
 

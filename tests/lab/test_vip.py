@@ -178,3 +178,16 @@ def test_start_announces_the_address_with_gratuitous_arp(lab) -> None:
     assert [(f["op"], f["mac"]) for f in frames] == [(1, mac)] * 3      # requests, from node3's eth0
     gaps = [b["t"] - a["t"] for a, b in zip(frames, frames[1:])]
     assert all(gap > 0.1 for gap in gaps), gaps                        # arp_interval=150 ms apart
+
+
+@pytest.mark.parametrize("nic", ["e" * 65536, "eth\udcff0", "eth0 eth1"], ids=["long", "not-utf8", "two"])
+def test_bad_nic_is_refused_by_the_installed_agent_and_stop_succeeds(lab, nic: str) -> None:
+    """Through the shim and the node's worker: no struct.error, no UnicodeEncodeError, no traceback."""
+    env = {"OCF_ROOT": "/usr/lib/ocf", "OCF_RESOURCE_INSTANCE": "bad-nic", "OCF_RESKEY_ip": lab.vip(22),
+           "OCF_RESKEY_nic": nic}
+    start = lab.exec("node2", [AGENT, "start"], env=env, check=False)
+    assert start.returncode == 6, start.stderr[-2000:]      # OCF_ERR_CONFIGURED
+    assert "ocf-exit-reason:parameter nic=" in start.stderr and "Traceback" not in start.stderr
+    stop = lab.exec("node2", [AGENT, "stop"], env=env, check=False)
+    assert stop.returncode == 0 and "Traceback" not in stop.stderr, stop.stderr[-2000:]
+    assert lab.vip(22) not in lab.exec("node2", ["ip", "-4", "-o", "addr"]).stdout

@@ -30,7 +30,7 @@ CLIENT_IP = f"{SUBNET}.50"
 NODES = {"node1": f"{SUBNET}.11", "node2": f"{SUBNET}.12", "node3": f"{SUBNET}.13", "node4": f"{SUBNET}.14"}
 PRIMARY = "node1"
 STATE = Path("/var/tmp/pha-uml")
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_BIN = Path(max(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3])).parent)  # the newest
 BRIDGE = "br0"
 PG_CONF = """
 listen_addresses = '*'

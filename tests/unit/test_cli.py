@@ -1,6 +1,7 @@
 """The pha command line and the console scripts."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,5 +42,8 @@ def test_install_agents(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     vip = tmp_path / "resource.d" / "pha" / "vip"
     assert vip.stat().st_mode & 0o777 == 0o755
-    meta = subprocess.run([str(vip), "meta-data"], capture_output=True, text=True, timeout=30)
+    # PHA_WORKER=0: in-process. As root the shim would otherwise start a detached worker on this
+    # machine's default socket (/run/pha), which outlives the test for its 10 idle minutes.
+    meta = subprocess.run([str(vip), "meta-data"], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "PHA_WORKER": "0"})
     assert meta.returncode == 0 and 'name="vip"' in meta.stdout

@@ -77,7 +77,7 @@ def test_writer_vip_follows_the_promoted_role() -> None:
     assert options(vip) == {"ip": "10.79.0.100", "cidr_netmask": "24", "nic": "eth0"}
     assert ["monitor", "interval=2s", "timeout=20s"] in ops(vip)
     assert command(commands, "pcs", "constraint", "colocation", "add", "vip-writer") == [
-        "pcs", "constraint", "colocation", "add", "vip-writer", "with", "Promoted", "pgsql-clone", "INFINITY"]
+        "pcs", "constraint", "colocation", "add", "vip-writer", "with", "Promoted", "pgsql-clone", "score=INFINITY"]
     assert ["pcs", "constraint", "order", "promote", "pgsql-clone", "then", "start", "vip-writer",
             "symmetrical=false", "kind=Mandatory"] in commands
     assert ["pcs", "constraint", "order", "demote", "pgsql-clone", "then", "stop", "vip-writer",
@@ -88,7 +88,7 @@ def test_reader_vip_prefers_streaming_standbys_and_falls_back_to_any_pgsql_node(
     commands = cluster.pcs_commands(spec())
     assert options(command(commands, "pcs", "resource", "create", "vip-reader"))["ip"] == "10.79.0.101"
     assert ["pcs", "constraint", "colocation", "add", "vip-reader", "with", "Started", "pgsql-clone",
-            "INFINITY", "influence=false"] in commands      # the reader never steers the promotion
+            "score=INFINITY", "influence=false"] in commands      # the reader never steers the promotion
     assert command(commands, "pcs", "constraint", "location") == [
         "pcs", "constraint", "location", "vip-reader", "rule", "score=200",
         "pgsql-status", "eq", "HS:sync", "or", "pgsql-status", "eq", "HS:potential",
@@ -131,7 +131,56 @@ def test_explicit_settings_win_over_defaults() -> None:
     assert command(commands, "pcs", "constraint", "location")[6] == "pg-status"   # the stock agent's name
     pha = cluster.pcs_commands(spec(resource_id="pg"))
     assert command(pha, "pcs", "constraint", "location")[6] == "pgsql-status"    # pha's fixed name
-    assert ["pcs", "constraint", "colocation", "add", "w", "with", "Promoted", "pg-clone", "INFINITY"] in commands
+    assert ["pcs", "constraint", "colocation", "add", "w", "with", "Promoted", "pg-clone", "score=INFINITY"] in commands
+
+
+def test_pcs_012_and_pacemaker_302_get_their_own_forms() -> None:
+    """pcs 0.12: `--future` and `meta` after the clone id, the rule as one argument (checked against
+    pcs 0.12.0.2 in Debian 13: no deprecation warning); Pacemaker 3.0.2: fencing-enabled."""
+    commands = cluster.pcs_commands(spec(), cluster.Versions(pcs=(0, 12, 0, 2), pacemaker=(3, 0, 2)))
+    assert commands[0] == ["pcs", "property", "set", "no-quorum-policy=stop", "fencing-enabled=false"]
+    create = command(commands, "pcs", "resource", "create", "pgsql")
+    assert create[create.index("promotable") - 1:] == [
+        "--future", "promotable", "pgsql-clone", "meta", "notify=false", "promoted-max=1", "promoted-node-max=1",
+        "clone-max=3", "clone-node-max=1"]
+    assert command(commands, "pcs", "constraint", "location") == [
+        "pcs", "constraint", "location", "vip-reader", "rule", "score=200",
+        "pgsql-status eq HS:sync or pgsql-status eq HS:potential or pgsql-status eq HS:async"]
+    assert ["pcs", "constraint", "colocation", "add", "vip-writer", "with", "Promoted", "pgsql-clone",
+            "score=INFINITY"] in commands      # the form both generations accept
+    older = cluster.pcs_commands(spec(), cluster.Versions(pcs=(0, 12), pacemaker=(3, 0, 0)))
+    assert older[0][-1] == "stonith-enabled=false"
+
+
+@pytest.mark.parametrize("pcs, pacemaker, expected", [
+    ("0.11.5\n", "Pacemaker 2.1.5\nWritten by Andrew Beekhof\n", cluster.Versions((0, 11, 5), (2, 1, 5))),
+    ("0.12.0.2\n", "Pacemaker 3.0.0\n", cluster.Versions((0, 12, 0, 2), (3, 0, 0))),
+    ("", "", cluster.Versions()),                       # a tool that does not say: the default
+])
+def test_detect_versions(pcs: str, pacemaker: str, expected: cluster.Versions) -> None:
+    answers = {"pcs": pcs, "pacemakerd": pacemaker}
+
+    def run(argv: Sequence[str], timeout: float) -> crm.CommandResult:
+        assert list(argv[1:]) == ["--version"]
+        return crm.CommandResult(0, answers[argv[0]], "")
+    assert cluster.detect_versions(run) == expected
+
+
+def test_detect_versions_without_pcs_keeps_the_default() -> None:
+    def run(argv: Sequence[str], timeout: float) -> crm.CommandResult:
+        raise FileNotFoundError(argv[0])
+    assert cluster.detect_versions(run) == cluster.Versions()
+
+
+@pytest.mark.parametrize("text, version", [("0.11", (0, 11)), ("0.12.0.2", (0, 12, 0, 2))])
+def test_parse_pcs_version(text: str, version: tuple) -> None:
+    assert cluster.parse_pcs_version(text) == version
+
+
+@pytest.mark.parametrize("text", ["", "12", "0.12-beta", "v0.12", "0.12."])
+def test_parse_pcs_version_refuses_what_is_not_a_version(text: str) -> None:
+    with pytest.raises(ValueError, match="--pcs-version"):
+        cluster.parse_pcs_version(text)
 
 
 def test_the_reader_rule_names_the_attribute_pha_publishes() -> None:

@@ -19,7 +19,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from pha import cib as cib_xml
 from pha import crm
+from pha.agents import pgsql as pgsql_agent
 from pha.commands import common, control, registry, repair, status, switch
 from pha.commands.common import EXIT_REFUSED, EXIT_TIMEOUT, EXIT_USAGE, Failed
 
@@ -55,9 +57,17 @@ def test_the_pgsql_resource_and_what_depends_on_it() -> None:
     assert pgsql.clone_meta["promotable"] == "true"
     assert c.dependents("pgsql-clone") == ["vip-writer", "vip-reader"]
     assert c.target_role("pgsql-clone") is None
-    settings = common.pgsql_settings(pgsql)
+    settings = common.pgsql_settings(pgsql, cib_xml.agent_defaults(pgsql_agent.AGENT.metadata()))
     assert settings["pgdata"] == "/var/lib/postgresql/15/pha" and settings["passfile"] == ""
     assert settings["pgdba"] == "postgres"   # the agent's default: not in the CIB
+    assert settings["check_wal_receiver"] == "true" and settings["monitor_sql"] == "select 1"
+
+
+def test_the_agents_defaults_come_from_its_meta_data(fake) -> None:
+    runner = fake("healthy")
+    settings = common.pgsql_settings(cib().pgsql())
+    assert settings["pgdba"] == "postgres" and settings["node_list"] == "node1 node2 node3"
+    assert ["crm_resource", "--show-metadata=ocf:pha:pgsql"] in runner.argvs
 
 
 def test_lvs_resources_follow_the_clone() -> None:
@@ -84,9 +94,13 @@ def test_a_disabled_clone_is_seen() -> None:
      "<clone id='b'><primitive id='p2' class='ocf' provider='pha' type='pgsql'/></clone>"
      "</resources></configuration>", "several PostgreSQL clones in the CIB (a, b)"),
 ])
-def test_the_pgsql_resource_must_be_there_once(xml: str, message: str) -> None:
-    with pytest.raises(Failed, match=re.escape(message)) as caught:
+def test_the_pgsql_resource_must_be_there_once(xml: str, message: str, fake, monkeypatch) -> None:
+    with pytest.raises(cib_xml.NoPgsqlResource, match=re.escape(message)):
         common.parse_cib(xml).pgsql()
+    fake("healthy")
+    monkeypatch.setattr(common.Cluster, "cib", lambda self: common.parse_cib(xml))
+    with pytest.raises(Failed, match=re.escape(message)) as caught:
+        common.Cluster().pgsql()
     assert caught.value.exit_code == EXIT_REFUSED
 
 
@@ -110,6 +124,22 @@ def test_healthy_summary() -> None:
     text = status.render(report)
     assert "primary:    node1   (vip-writer 10.82.0.100 on node1)" in text
     assert "node3      HS:potential  STREAMING|POTENTIAL  lag 0 B" in text and text.endswith("verdict:    healthy")
+
+
+def test_vips_are_told_by_their_colocation_with_the_clone() -> None:
+    base = cib()
+    reader = base.primitives["vip-reader"]
+    # a stopped IPaddr2 of something else, and a pha4pgsql-style reader VIP with the Unpromoted role
+    other = reader._replace(id="smoke-vip", agent="ocf:heartbeat:IPaddr2", params={"ip": "10.82.0.50"})
+    slave = reader._replace(id="vip-slave", params={"ip": "10.82.0.102"})
+    colocation = next(c for c in base.colocations if c.rsc == "vip-reader")
+    c = base._replace(primitives={**base.primitives, "smoke-vip": other, "vip-slave": slave},
+                      colocations=[*base.colocations, colocation._replace(id="x", rsc="vip-slave",
+                                                                           with_role="Unpromoted")])
+    report = status.summarize(view("healthy"), c, None)
+    assert "smoke-vip" not in report["vips"] and "10.82.0.50" not in status.render(report)
+    assert report["vips"]["vip-slave"]["role"] == "reader" and report["vips"]["vip-writer"]["role"] == "writer"
+    assert report["problems"] == ["reader VIP vip-slave (10.82.0.102) is not running"]
 
 
 def test_a_node_in_standby_is_named() -> None:
@@ -290,6 +320,8 @@ class FakeRunner:
             return crm.CommandResult(0, "crm_mon text\n", "")
         if argv[0] == "cibadmin":
             return crm.CommandResult(0, (DATA / "commands_cib.xml").read_text(), "")
+        if argv[0] == "crm_resource" and argv[1] == "--show-metadata=ocf:pha:pgsql":
+            return crm.CommandResult(0, pgsql_agent.AGENT.metadata(), "")
         if argv[0] == "crm_node":
             return crm.CommandResult(0, "node1\n", "")
         if argv[0] == "crm_attribute" and "--query" in argv:

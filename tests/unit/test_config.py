@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pha import config
+from pha import config, configschema
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,8 +133,8 @@ def test_a_password_in_a_world_readable_file_is_warned_about(tmp_path: Path) -> 
 
 
 def test_describe_documents_every_key() -> None:
-    text = config.describe()
-    for key in config.SCHEMA:
+    text = configschema.describe()
+    for key in configschema.SCHEMA:
         assert (("node1..nodeN" if key.name == "node" else key.name) + " (") in text
     assert "pgsql_reppassord (secret) [pgsql]\n    pha4pgsql's misspelling of pgsql_reppassword. Deprecated: use " \
            "pgsql_reppassword." in text
@@ -149,8 +149,10 @@ def test_describe_documents_every_key() -> None:
     ("pgsql_pgdata=data/pg", "c.ini:7: pgsql_pgdata='data/pg': is not an absolute path"),
     ("pgsql_repuser='re pl'", "c.ini:7: pgsql_repuser='re pl': is not a node or user name "
                               "(letters, digits, '_', '.', '-')"),
-    ("vip_nic=eth0/1", "c.ini:7: vip_nic='eth0/1': is not a network interface name"),
-    ("max_lag=lots", "c.ini:7: max_lag='lots': is not a size (e.g. 16MB, 512kB, 1048576)"),
+    ("vip_nic=eth0/1", "c.ini:7: vip_nic='eth0/1': is not a network interface name "
+                       "(1-15 of A-Z a-z 0-9 _ . -)"),
+    ("max_lag=lots", "c.ini:7: max_lag='lots': is not a size (examples: 1048576, 512kB, 16MB, "
+                     "1GB)"),
     ("lab=maybe", "c.ini:7: lab='maybe': is not a boolean (true/false, yes/no, on/off, 1/0)"),
     ("lvs_realsvr_nic_lo=eth0", "c.ini:7: lvs_realsvr_nic_lo='eth0': must be lo or lo:SUFFIX "
                                 "(at most 15 characters)"),

@@ -1,7 +1,8 @@
 """The Pacemaker bridge: argument lists, errors, timeouts, crm_mon XML parsing.
 
 The crm_mon_*.xml files were captured from a real 3-node pacemaker 2.1.5
-cluster (the reference namespace lab) with pha.crm.CRM_MON_ARGV.
+cluster (the reference namespace lab) with pha.crm.CRM_MON_ARGV; crm_mon_3.0_*.xml
+from Pacemaker 3.0.0 (Debian 13, api-version 2.38) running pha's agents.
 """
 from __future__ import annotations
 
@@ -58,6 +59,56 @@ def fake(*results: crm.CommandResult, timeout: Optional[float] = None) -> tuple[
 
 
 # --- captured crm_mon XML ----------------------------------------------------------
+def test_pacemaker_3_healthy() -> None:
+    """Pacemaker 3.0: pacemakerd's state is an attribute of <stack>; the rest reads as on 2.1."""
+    st = load("3.0_healthy")
+    s = st.summary
+    assert (s.stack, s.dc, s.dc_id, s.quorum, s.pacemakerd_state) == ("corosync", "node2", "2", True, "running")
+    assert (s.dc_version or "").startswith("3.0.0")
+    assert not s.stonith_enabled and s.no_quorum_policy == "stop" and not s.maintenance_mode
+    assert st.online_nodes() == ["node1", "node2", "node3"]
+    assert st.clones["pgsql-clone"].promotable
+    assert st.promoted_nodes("pgsql") == ["node1"]
+    assert sorted(st.unpromoted_nodes("pgsql")) == ["node2", "node3"]
+    assert st.resource_nodes("vip-writer") == ["node1"]
+    assert st.attribute("node2", "pgsql-status") == "HS:sync"
+    assert st.attribute("node3", "master-pgsql") == "-INFINITY"
+    assert not st.failures and not st.fail_counts
+
+
+def test_pacemaker_3_failure() -> None:
+    st = load("3.0_failed")
+    assert st.summary.pacemakerd_state == "running"
+    assert st.fail_counts == {"node1": {"pgsql": 1}}
+    (failure,) = st.failures
+    assert (failure.node, failure.task, failure.rc, failure.interval_ms) == ("node1", "monitor", 7, 2000)
+    assert failure.op_key == "pgsql_monitor_2000" and failure.rc_text == "Not running"
+    assert [r.failed for r in st.instances("pgsql") if r.role == "Promoted"] == [True]
+
+
+def test_pacemaker_302_reports_fencing_enabled() -> None:
+    """Pacemaker 3.0.2 renamed stonith-enabled; crm_mon reports fencing-enabled."""
+    xml = (DATA / "crm_mon_3.0_healthy.xml").read_text().replace(
+        'stonith-enabled="false"', 'fencing-enabled="true"')
+    assert crm.parse_crm_mon(xml).summary.stonith_enabled
+    assert not load("3.0_healthy").summary.stonith_enabled
+
+
+@pytest.mark.parametrize("version, option", [
+    ((2, 1, 5), "stonith-enabled"), ((3, 0, 0), "stonith-enabled"), ((3, 0, 1), "stonith-enabled"),
+    ((3, 0, 2), "fencing-enabled"), ((3, 1), "fencing-enabled")])
+def test_fencing_option(version: tuple, option: str) -> None:
+    assert crm.fencing_option(version) == option
+
+
+@pytest.mark.parametrize("text, version", [
+    ("Pacemaker 2.1.5\nWritten by Andrew Beekhof and the Pacemaker project contributors\n", (2, 1, 5)),
+    ("Pacemaker 3.0.0\n", (3, 0, 0)), ("0.12.0.2\n", (0, 12, 0, 2)), ("3.0.0-3.0.0", (3, 0, 0)),
+    ("2.1.5-a3f44794f94", (2, 1, 5)), ("", None), ("Pacemaker\n", None)])
+def test_parse_version(text: str, version: Optional[tuple]) -> None:
+    assert crm.parse_version(text) == version
+
+
 def test_all_online() -> None:
     st = load("all_online")
     s = st.summary

@@ -25,6 +25,7 @@ node2=node2
 node3=node3
 vip_nic=eth0
 pgsql_pgdata=/var/lib/postgresql/15/pha
+fencing=none
 """
 
 
@@ -75,13 +76,13 @@ def test_the_script_is_pcs_calls_against_a_cib_file(name: str) -> None:
 @pytest.mark.parametrize("name", TEMPLATES)
 def test_pacemaker_2_roles_and_the_writer_vip(name: str) -> None:
     text = script(name)
-    for old in ("Master", "Slave", "master-pgsql", "msPostgresql", "expgsql", "IPaddr2", "password"):
+    for old in ("Master", "Slave", "master-pgsql", "msPostgresql", "expgsql", "IPaddr2", "password="):
         assert old not in text
     cmds = commands(name)
     create = find(cmds, "pcs", "resource", "create", "pgsql")[0]
     assert "promotable" in create and "role=Promoted" in create and "role=Unpromoted" in create
     assert ["pcs", "constraint", "colocation", "add", "vip-writer", "with", "Promoted", "pgsql-clone",
-            "INFINITY"] in cmds
+            "score=INFINITY"] in cmds
     assert ["pcs", "constraint", "order", "promote", "pgsql-clone", "then", "start", "vip-writer",
             "symmetrical=false", "kind=Mandatory"] in cmds
     rule = find(cmds, "pcs", "constraint", "location", "vip-reader")[0]
@@ -121,9 +122,9 @@ def test_muti_with_lvs_puts_the_director_with_the_reader_vip_and_real_servers_on
     assert director["allowed_networks"] == "192.0.2.0/24"
     realsvr = find(cmds, "pcs", "resource", "create", "lvsdr-realsvr")[0]
     assert realsvr[-3:] == ["clone", "lvsdr-realsvr-clone", "clone-node-max=1"] and "nic_lo=lo:0" in realsvr
-    assert ["pcs", "constraint", "colocation", "add", "lvsdr", "with", "vip-reader", "INFINITY"] in cmds
+    assert ["pcs", "constraint", "colocation", "add", "lvsdr", "with", "vip-reader", "score=INFINITY"] in cmds
     assert ["pcs", "constraint", "colocation", "add", "lvsdr-realsvr-clone", "with", "Unpromoted", "pgsql-clone",
-            "INFINITY", "influence=false"] in cmds
+            "score=INFINITY", "influence=false"] in cmds
     # sync mode: max_lag drains readers but never makes the sync standby unpromotable
     assert "max_lag" not in params(find(cmds, "pcs", "resource", "create", "pgsql")[0])
 
@@ -149,7 +150,7 @@ def test_a_password_in_config_ini_never_reaches_the_script() -> None:
 
 def test_gencfg_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
-    done = CliRunner().invoke(configure.gencfg_cmd, ["templates/muti/config.ini"])
+    done = CliRunner().invoke(configure.gencfg_cmd, ["--pcs-version", "0.11", "templates/muti/config.ini"])
     assert done.exit_code == 0 and done.stdout == (ROOT / "templates/muti/config.pcs").read_text()
     bad = tmp_path / "bad.ini"
     bad.write_text("pcs_template=muti\nnode1=a\n")
@@ -283,3 +284,33 @@ def test_the_passfile_gets_the_password(tmp_path: Path) -> None:
     assert os.stat(path).st_mode & 0o777 == 0o600
     assert deploy.write_passfile(loaded) is None    # unchanged: not rewritten
     assert deploy.write_passfile(lab_like()) is None
+
+
+# --- the health user's read-only ACL -------------------------------------------------------------------------
+ACL_CIB = """<cib><configuration><resources/><constraints/><acls>
+  <acl_target id="pha_health"><role id="pha-health-read"/></acl_target>
+  <acl_role id="pha-health-read"><acl_permission id="p" kind="read" xpath="/cib"/></acl_role>
+</acls></configuration></cib>"""
+
+
+def test_a_health_user_gets_a_read_only_role_and_acls_are_enabled() -> None:
+    cmds = deploy.pcs_commands(config.parse(LAB_LIKE + "health_user=pha_health\n", "c.ini"))
+    assert cmds[-3:] == [
+        ["pcs", "acl", "role", "create", "pha-health-read", "description=pha health: read the CIB only",
+         "read", "xpath", "/cib"],
+        ["pcs", "acl", "user", "create", "pha_health", "pha-health-read"],
+        ["pcs", "property", "set", "enable-acl=true"]]
+    assert not find(deploy.pcs_commands(lab_like()), "pcs", "acl")
+
+
+def test_setup_rebuilds_the_health_acl_and_names_haclient_members_left_without_access() -> None:
+    class Node(FakeNode):
+        def __call__(self, argv: Sequence[str], timeout: float) -> crm.CommandResult:
+            if list(argv[:2]) == ["getent", "group"]:
+                return crm.CommandResult(0, "haclient:x:113:hacluster,pha_health,alice\n", "")
+            return super().__call__(argv, timeout)
+    node, said = Node(live_cib=ACL_CIB), []
+    deploy.setup(config.parse(LAB_LIKE + "health_user=pha_health\n", "c.ini"), node, "node1", progress=said.append)
+    edits = node.ran("pcs", "-f", "/tmp/pha-setup.abc/cib.xml", "acl")
+    assert [e[4:] for e in edits[:2]] == [["user", "delete", "pha_health"], ["role", "delete", "pha-health-read"]]
+    assert any("alice (in haclient, no ACL) will have no access" in line for line in said)

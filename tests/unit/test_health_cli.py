@@ -13,8 +13,9 @@ pytestmark = pytest.mark.unit
 
 @pytest.mark.parametrize("argv, message", [
     (["--dsn", "host=/run/postgresql password=hunter2"], "--dsn: must not hold a password"),
-    (["--dsn", "host='unterminated"], "--dsn: \"host='unterminated\" is not a libpq connection string"),
+    (["--dsn", "host='unterminated"], "--dsn: \"host='unterminated\" is not a valid conninfo"),
     (["--allow", "10.0.0.0/33"], "--allow: '10.0.0.0/33' is not a network"),
+    (["--details-allow", "lan"], "--details-allow: 'lan' is not a network"),
     (["--port", "0"], "'--port'"),
     (["--text-port", "8008"], "--text-port: 8008 is already the HTTP port"),
     (["--interval", "0"], "'--interval': 0.0 must be greater than 0"),

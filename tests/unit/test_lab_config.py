@@ -9,15 +9,16 @@ from pha.lab import config
 from pha.lab.config import LabConfigError
 
 pytestmark = pytest.mark.unit
+NET = config.SUBNET.removesuffix(".0/24")     # 10.78.0 for lab instance 0 (PHA_LAB_INSTANCE=N: 10.(78+N).0)
 
 # Captured from the real lab (`pha lab exec node2 crm_mon --output-as=xml`), node1 cut.
 # A node whose pacemaker has not found a DC yet (shape of crm_mon during start-up).
 def test_addresses_and_names():
     assert config.node_names(3) == ["node1", "node2", "node3"]
-    assert [config.node_ip(n) for n in config.node_names(3)] == ["10.78.0.11", "10.78.0.12", "10.78.0.13"]
-    assert config.node_ip("node39") == "10.78.0.49"          # stays below the client address
-    assert config.vip(0) == "10.78.0.100" and config.vip(99) == "10.78.0.199"
-    assert config.node_netns("node2") == "pha-node2" and config.switch_port("node2") == "sw-node2"
+    assert [config.node_ip(n) for n in config.node_names(3)] == [f"{NET}.11", f"{NET}.12", f"{NET}.13"]
+    assert config.node_ip("node39") == f"{NET}.49"          # stays below the client address
+    assert config.vip(0) == f"{NET}.100" and config.vip(99) == f"{NET}.199"
+    assert config.node_netns("node2") == config.NETNS_PREFIX + "node2" and config.switch_port("node2") == "sw-node2"
 
 
 @pytest.mark.parametrize("bad", [0, 40, -1, "3"])
@@ -42,7 +43,7 @@ def test_corosync_conf():
     conf = config.render_corosync_conf(["node1", "node2"], 1000)
     assert "transport: knet" in conf and "crypto_cipher: aes256" in conf and "crypto_hash: sha256" in conf
     assert "token: 1000" in conf
-    assert "ring0_addr: 10.78.0.12\n        name: node2\n        nodeid: 2" in conf
+    assert f"ring0_addr: {NET}.12\n        name: node2\n        nodeid: 2" in conf
     assert conf.count("{") == conf.count("}")
     with pytest.raises(LabConfigError, match="--token"):
         config.render_corosync_conf(["node1"], 50)
@@ -58,14 +59,16 @@ def test_corosync_conf_two_node():
 
 def test_hosts():
     hosts = config.render_hosts(["node1", "node2"])
-    assert "10.78.0.11\tnode1\n" in hosts and "10.78.0.12\tnode2\n" in hosts
-    assert "10.78.0.50\tclient\n" in hosts and hosts.startswith("127.0.0.1\tlocalhost\n")
+    assert f"{NET}.11\tnode1\n" in hosts and f"{NET}.12\tnode2\n" in hosts
+    assert f"{NET}.50\tclient\n" in hosts and hosts.startswith("127.0.0.1\tlocalhost\n")
 
 
 def test_seed_cib():
     cib = ET.fromstring(config.render_seed_cib("2s"))
     options = {nv.get("name"): nv.get("value") for nv in cib.iter("nvpair")}
     assert options == {"stonith-enabled": "false", "dc-deadtime": "2s"}
+    renamed = ET.fromstring(config.render_seed_cib("2s", fencing="fencing-enabled"))   # Pacemaker 3.0.2
+    assert {nv.get("name") for nv in renamed.iter("nvpair")} == {"fencing-enabled", "dc-deadtime"}
     assert cib.get("crm_feature_set") is None      # pacemaker refuses a newer feature set than its own
     assert [child.tag for child in cib.find("configuration")] == ["crm_config", "nodes", "resources", "constraints"]
 
@@ -76,6 +79,37 @@ def test_patch_ocf_shellfuncs():
         'ocf_promotion_score() {\n\t\t${HA_SBIN_DIR}/crm_attribute --promotion $@\n}\n')
     with pytest.raises(LabConfigError, match="ocf-shellfuncs"):
         config.patch_ocf_shellfuncs("nothing to patch")
+
+
+def test_ocf_shellfuncs_of_resource_agents_4_16_need_no_patch():
+    """Debian 13: the call names the resource itself, and Pacemaker 3.0 parses `-p -v -INFINITY`."""
+    text = 'ocf_promotion_score() {\n\t${HA_SBIN_DIR}/crm_attribute -p ${OCF_RESOURCE_INSTANCE} $@\n}\n'
+    assert config.patch_ocf_shellfuncs(text) == text
+    patched = config.patch_ocf_shellfuncs('x\n${HA_SBIN_DIR}/crm_attribute -p $@\n')
+    assert config.patch_ocf_shellfuncs(patched) == patched          # patching twice changes nothing
+
+
+def test_pg_versions_are_the_installed_ones_newest_last(tmp_path, monkeypatch):
+    for version, tools in (("9", config.PG_TOOLS), ("15", config.PG_TOOLS), ("17", config.PG_TOOLS),
+                           ("18", ("initdb",)), ("common", config.PG_TOOLS)):
+        bindir = tmp_path / version / "bin"
+        bindir.mkdir(parents=True)
+        for tool in tools:
+            (bindir / tool).write_text("#!/bin/sh\n")
+            (bindir / tool).chmod(0o755)
+    assert config.pg_versions(str(tmp_path)) == ["9", "15", "17"]     # 18 lacks pg_ctl: not usable
+    assert config.pg_versions(str(tmp_path / "none")) == []
+    assert config.pg_bin("17") == "/usr/lib/postgresql/17/bin"
+    monkeypatch.setenv(config.PG_ENV, "16")
+    assert config.default_pg_version() == "16"
+    monkeypatch.setenv(config.PG_ENV, "x")
+    with pytest.raises(LabConfigError, match="--pg: 'x' is not a PostgreSQL major version"):
+        config.default_pg_version()
+
+
+def test_lab_paths_name_no_postgresql_version():
+    assert "/" not in config.PGDATA.removeprefix("/var/lib/postgresql/")
+    assert not any(c.isdigit() for c in config.PGDATA + config.PG_LOG)
 
 
 def test_pg_settings_block_is_replaced_per_node():
@@ -90,8 +124,8 @@ def test_pg_settings_block_is_replaced_per_node():
 
 def test_pg_hba_trusts_only_the_lab_subnet():
     hba = config.render_pg_hba()
-    assert "host all all 10.78.0.0/24 trust" in hba
-    assert "host replication all 10.78.0.0/24 trust" in hba
+    assert f"host all all {NET}.0/24 trust" in hba
+    assert f"host replication all {NET}.0/24 trust" in hba
 
 
 def test_primary_conninfo_rewrite():

@@ -1,8 +1,9 @@
-"""ocf:pha:lvsdr and lvsdr-realsvr without a kernel: parsing, name validation, lag hysteresis,
-desired real servers, and bad input through AGENT.run (OCF_ERR_CONFIGURED with a reason)."""
+"""ocf:pha:lvsdr and lvsdr-realsvr without a kernel: bad input through AGENT.run
+(OCF_ERR_CONFIGURED with a reason), where real servers come from (scripts run for real,
+Pacemaker and the primary faked), monitor against a fake IPVS, state and heartbeat files.
+The pure decisions are in test_lvs_plan.py."""
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 from pathlib import Path
@@ -11,13 +12,13 @@ import pytest
 
 from pha import ocf
 from pha.agents import lvsdr, lvsdr_realsvr
-from pha.agents.lvsdr import Candidate
-from pha.ipvs import RealServer
+from pha.ipvs import RealServer, ServiceState, VirtualService
+from pha.lvs import hosts, sources, state
+from pha.lvs.plan import Candidate
 
 pytestmark = pytest.mark.unit
 
-HOSTS = {"node2": ["10.78.0.12"], "node3": ["10.78.0.13"], "alias2": ["10.78.0.12"],
-         "zero": ["0.0.0.0"], "loop": ["127.0.0.1"], "outside": ["192.0.2.7"]}
+HOSTS = {"node2": ["10.78.0.12"], "node3": ["10.78.0.13"], "node4": ["10.78.0.14"]}
 
 
 def fake_resolver(name: str) -> list[str]:
@@ -31,184 +32,6 @@ def run(agent: ocf.Agent, action: str, capsys: pytest.CaptureFixture, **params: 
     env = {f"OCF_RESKEY_{k}": v for k, v in params.items()}
     rc = agent.run([action], env=env)
     return rc, capsys.readouterr().err
-
-
-# ---- weights, sizes, options
-
-
-def test_weights_with_and_without_explicit_weight() -> None:
-    assert lvsdr.parse_weights("node1,2 node2,1 10.78.0.14 node3,0", 5) == \
-        {"node1": 2, "node2": 1, "10.78.0.14": 5, "node3": 0}
-    assert lvsdr.parse_weights("", 1) == {}
-    assert lvsdr.parse_weights("  node1,3\tnode2  ", 1) == {"node1": 3, "node2": 1}
-
-
-@pytest.mark.parametrize("text, message", [
-    ("node1,x", "not an integer"),
-    ("node1,-1", "not an integer"),
-    ("node1,65536", "not an integer"),
-    ("node1,", "comma but no weight"),
-    ("node1,1 node1,2", "listed twice"),
-    (";rm,1", "neither an IPv4 address nor a valid hostname"),
-    ("0.0.0.0,1", "not a unicast host address"),
-])
-def test_bad_weights(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        lvsdr.parse_weights(text, 1)
-
-
-@pytest.mark.parametrize("text, size", [("0", 0), ("1048576", 1 << 20), ("16MB", 16 << 20), ("512kB", 512 << 10),
-                                        ("1 GB", 1 << 30), ("10mb", 10 << 20), ("100B", 100)])
-def test_sizes(text: str, size: int) -> None:
-    assert lvsdr.parse_size(text) == size
-
-
-@pytest.mark.parametrize("text", ["", "-1", "1.5MB", "MB", "16 MiB", "1e6"])
-def test_bad_sizes(text: str) -> None:
-    with pytest.raises(ValueError):
-        lvsdr.parse_size(text)
-
-
-@pytest.mark.parametrize("text, parsed", [
-    ("-s rr", {"scheduler": "rr"}),
-    ("-s wrr -p 600", {"scheduler": "wrr", "persistent_timeout": 600}),
-    ("-s wlc -p", {"scheduler": "wlc", "persistent_timeout": 300}),
-    ("-p -s sh", {"persistent_timeout": 300, "scheduler": "sh"}),
-    ("--scheduler=lc --persistent=60", {"scheduler": "lc", "persistent_timeout": 60}),
-    ("-swrr -p30", {"scheduler": "wrr", "persistent_timeout": 30}),
-    ("", {}),
-])
-def test_legacy_virtual_service_options(text: str, parsed: dict) -> None:
-    assert lvsdr.parse_service_options(text) == parsed
-
-
-@pytest.mark.parametrize("text, message", [
-    ("-s", "needs a scheduler"),
-    ("-s fastest", "not one of"),
-    ("-p 0", "not 1-"),
-    ("-p soon", "persistence timeout 'soon'"),
-    ("-M 255.255.255.0", "'-M' is not supported"),
-    ("-s rr; reboot", "not one of"),
-    ("-s 'rr", "cannot be split"),
-])
-def test_bad_legacy_options(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        lvsdr.parse_service_options(text)
-
-
-def test_networks() -> None:
-    assert lvsdr.parse_networks("10.78.0.0/24, 192.168.1.0/24") == \
-        [ipaddress.ip_network("10.78.0.0/24"), ipaddress.ip_network("192.168.1.0/24")]
-    for bad in ("10.78.0.0/33", "lab", "2001:db8::/32"):
-        with pytest.raises(ValueError):
-            lvsdr.parse_networks(bad)
-
-
-# ---- real-server names
-
-
-@pytest.mark.parametrize("name", [
-    ";rm -rf /", "node2;reboot", "$(reboot)", "`id`", "node 2", "-h", "--help", "../etc/passwd",
-    "node2\n10.0.0.1", "", "a" * 64, "x" * 254, "10.78.0.300", "999", "node_2",
-])
-def test_hostile_or_malformed_names_are_refused_before_resolving(name: str) -> None:
-    def must_not_resolve(_: str) -> list[str]:
-        raise AssertionError("resolver called for a malformed name")
-    address, problem = lvsdr.resolve_real_server(name, [], must_not_resolve)
-    assert address is None and problem
-
-
-@pytest.mark.parametrize("name, reason", [
-    ("0.0.0.0", "not a unicast host address"),
-    ("127.0.0.1", "not a unicast host address"),
-    ("224.0.0.1", "not a unicast host address"),
-    ("255.255.255.255", "not a unicast host address"),
-    ("169.254.1.1", "not a unicast host address"),
-    ("2001:db8::1", "not an IPv4 address"),
-    ("nosuchhost", "does not resolve"),
-    ("zero", "resolves to 0.0.0.0"),
-    ("loop", "resolves to 127.0.0.1"),
-])
-def test_unusable_names(name: str, reason: str) -> None:
-    address, problem = lvsdr.resolve_real_server(name, [], fake_resolver)
-    assert address is None and reason in problem
-
-
-def test_good_names_resolve() -> None:
-    assert lvsdr.resolve_real_server("node2", [], fake_resolver) == ("10.78.0.12", "")
-    assert lvsdr.resolve_real_server("10.78.0.14", [], fake_resolver) == ("10.78.0.14", "")
-    assert lvsdr.resolve_real_server("node2.lab.example.", [], lambda n: ["10.78.0.22"]) == ("10.78.0.22", "")
-
-
-def test_allowed_networks_limit_real_servers() -> None:
-    lab = lvsdr.parse_networks("10.78.0.0/24")
-    assert lvsdr.resolve_real_server("node3", lab, fake_resolver) == ("10.78.0.13", "")
-    address, problem = lvsdr.resolve_real_server("outside", lab, fake_resolver)
-    assert address is None and "outside allowed_networks" in problem
-    address, problem = lvsdr.resolve_real_server("10.79.0.5", lab, fake_resolver)
-    assert address is None and "outside allowed_networks" in problem
-
-
-# ---- lag hysteresis
-
-
-def test_lag_drains_above_max_and_returns_after_resume_checks() -> None:
-    max_lag = 1000
-    drained: dict[str, int] = {}
-    timeline = [(100, False), (1001, True), (900, True), (400, True), (500, False), (1200, True),
-                (10, True), (2000, True), (10, True), (10, False)]
-    for lag, expect_drained in timeline:
-        drained = lvsdr.lag_step(drained, {"node2": lag}, max_lag, resume_checks=2)
-        assert ("node2" in drained) == expect_drained, (lag, drained)
-
-
-def test_lag_equal_to_max_is_not_drained_and_unknown_lag_keeps_state() -> None:
-    assert lvsdr.lag_step({}, {"node2": 1000, "node3": None}, 1000, 2) == {}
-    assert lvsdr.lag_step({"node2": 1}, {"node2": None}, 1000, 3) == {"node2": 1}
-
-
-def test_lag_state_forgets_vanished_standbys() -> None:
-    assert lvsdr.lag_step({"node2": 0, "node3": 0}, {"node3": 5000}, 1000, 2) == {"node3": 0}
-
-
-def test_single_resume_check_restores_at_once() -> None:
-    assert lvsdr.lag_step({"node2": 0}, {"node2": 0}, 1000, 1) == {}
-
-
-# ---- desired real servers
-
-
-def healthy(*pairs: tuple[str, str]) -> list[tuple[Candidate, str]]:
-    return [(Candidate(name), address) for name, address in pairs]
-
-
-def test_weights_by_name_then_address_then_default() -> None:
-    servers = lvsdr.desired_real_servers(
-        healthy(("node2", "10.78.0.12"), ("10.78.0.13", "10.78.0.13"), ("node4", "10.78.0.14")),
-        weights={"node2": 3}, weights_by_address={"10.78.0.13": 2}, default_weight=1, port=5432,
-        drained=[], current=[], inhibit_on_failure=False)
-    assert servers == [RealServer("10.78.0.12", 5432, 3), RealServer("10.78.0.13", 5432, 2),
-                       RealServer("10.78.0.14", 5432, 1)]
-
-
-def test_one_real_server_per_address() -> None:
-    servers = lvsdr.desired_real_servers(healthy(("node2", "10.78.0.12"), ("alias2", "10.78.0.12")),
-                                         {}, {}, 1, 5432, [], [], False)
-    assert servers == [RealServer("10.78.0.12", 5432, 1)]
-
-
-def test_drained_standby_gets_weight_zero() -> None:
-    servers = lvsdr.desired_real_servers(healthy(("node2", "10.78.0.12"), ("node3", "10.78.0.13")),
-                                         {"node3": 4}, {}, 1, 5432, ["node3"], [], False)
-    assert servers == [RealServer("10.78.0.12", 5432, 1), RealServer("10.78.0.13", 5432, 0)]
-
-
-def test_failed_server_is_deleted_or_inhibited() -> None:
-    current = [RealServer("10.78.0.12", 5432, 1), RealServer("10.78.0.13", 5432, 1)]
-    still = healthy(("node2", "10.78.0.12"))
-    assert lvsdr.desired_real_servers(still, {}, {}, 1, 5432, [], current, False) == [current[0]]
-    assert lvsdr.desired_real_servers(still, {}, {}, 1, 5432, [], current, True) == \
-        [current[0], RealServer("10.78.0.13", 5432, 0)]
 
 
 # ---- bad input through the OCF runtime
@@ -226,14 +49,23 @@ def test_failed_server_is_deleted_or_inhibited() -> None:
     ({"vip": "10.78.0.200", "virtual_service_options": "-s fastest"}, "virtual_service_options="),
     ({"vip": "10.78.0.200", "weight_of_realservers": "node1,abc"}, "parameter weight_of_realservers="),
     ({"vip": "10.78.0.200", "default_weight": "70000"}, "parameter default_weight=70000 must be 0-65535"),
-    ({"vip": "10.78.0.200", "max_lag": "lots"}, "parameter max_lag=lots"),
+    ({"vip": "10.78.0.200", "max_lag": "lots"}, "parameter max_lag=lots is not a size"),
+    ({"vip": "10.78.0.200", "max_lag": "1.5MB"}, "parameter max_lag=1.5MB is not a size"),
     ({"vip": "10.78.0.200", "allowed_networks": "10.78.0.0/40"}, "parameter allowed_networks="),
     ({"vip": "10.78.0.200", "realserver_dependent_attribute_value": "HS:(sync"},
      "parameter realserver_dependent_attribute_value=HS:(sync is not a regular expression"),
     ({"vip": "10.78.0.200", "realserver_discovery_conninfo": "host=10.78.0.11 password=secret"},
      "holds a password"),
-    ({"vip": "10.78.0.200", "realserver_get_real_servers_script": "get_active_slaves 'host=x password=s'"},
+    ({"vip": "10.78.0.200", "realserver_get_real_servers_script": "get_active_slaves 'host=x password=secret'"},
      "puts a password on a command line"),
+    ({"vip": "10.78.0.200", "realserver_get_real_servers_script": "get_active_slaves postgresql://u:secret@x/db"},
+     "puts a password on a command line"),
+    ({"vip": "10.78.0.200", "realserver_get_real_servers_script": "env PGPASSWORD=secret get_active_slaves x"},
+     "puts a password on a command line"),
+    ({"vip": "10.78.0.200", "realserver_check_active_real_server_script": "check 'sslpassword=secret' -h"},
+     "puts a password on a command line"),
+    ({"vip": "10.78.0.200", "realserver_discovery_conninfo": "host=10.78.0.11 sslpassword=secret"},
+     "holds a sslpassword"),
     ({"vip": "10.78.0.200", "realserver_get_real_servers_script": "get_active_slaves 'host=x'",
       "realserver_discovery_conninfo": "host=10.78.0.11"}, "not both"),
     ({"vip": "10.78.0.200", "inhibit_on_failure": "maybe"}, "is not a boolean"),
@@ -311,23 +143,71 @@ def resource(agent: ocf.Agent, tmp_path: Path, **params: str) -> ocf.Resource:
 
 def test_lvsdr_state_file_is_private(tmp_path: Path) -> None:
     res = resource(lvsdr.AGENT, tmp_path, vip="10.78.0.200")
-    lvsdr.save_state(res, {"drained": {"node3": 1}})
-    path = Path(lvsdr.state_path(res))
+    state.save_state(res, {"drained": {"node3": 1}})
+    path = Path(state.state_path(res))
     assert path.name == "lvsdr.reader_0.json"
     assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
-    assert lvsdr.load_state(res) == {"drained": {"node3": 1}}
+    assert state.load_state(res) == {"drained": {"node3": 1}}
     path.write_text("not json")
-    assert lvsdr.load_state(res) == {}
-    lvsdr.drop_state(res)
-    lvsdr.drop_state(res)
+    assert state.load_state(res) == {}
+    path.unlink()
+    path.symlink_to(tmp_path / "elsewhere.json")
+    (tmp_path / "elsewhere.json").write_text('{"drained": {"node2": 0}}')
+    assert state.load_state(res) == {}                  # never read through a symlink
+    state.save_state(res, {"drained": {}})
+    assert not path.is_symlink() and (tmp_path / "elsewhere.json").read_text() == '{"drained": {"node2": 0}}'
+    state.drop_state(res)
+    state.drop_state(res)
     assert not path.exists()
 
 
-def test_heartbeat_file(tmp_path: Path) -> None:
+def test_heartbeat_file_is_created_then_touched_never_written(tmp_path: Path) -> None:
     beat = tmp_path / "beat"
     res = resource(lvsdr.AGENT, tmp_path, vip="10.78.0.200", heatbeat_file=str(beat))
-    lvsdr.stamp_heartbeat(res)
-    assert beat.read_text().strip().isdigit() and beat.stat().st_mode & 0o777 == 0o600
+    state.stamp_heartbeat(res)
+    assert beat.read_text() == "" and beat.stat().st_mode & 0o777 == 0o644
+    beat.write_text("kept\n")
+    os.utime(beat, (1, 1))
+    state.stamp_heartbeat(res)
+    assert beat.read_text() == "kept\n" and beat.stat().st_mtime > 1
+
+
+def test_heartbeat_file_refuses_symlinks_and_special_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    precious = tmp_path / "precious"
+    precious.write_text("do not truncate\n")
+    os.utime(precious, (1, 1))
+    link = tmp_path / "beat"
+    link.symlink_to(precious)
+    state.stamp_heartbeat(resource(lvsdr.AGENT, tmp_path, vip="10.78.0.200", heartbeat_file=str(link)))
+    assert precious.read_text() == "do not truncate\n" and precious.stat().st_mtime == 1
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    state.stamp_heartbeat(resource(lvsdr.AGENT, tmp_path, vip="10.78.0.200", heartbeat_file=str(fifo)))
+    err = capsys.readouterr().err
+    assert err.count("not stamped") == 2, err
+
+
+@pytest.mark.parametrize("mode, owner", [(0o777, 0), (0o1777, 0), (0o775, 0), (0o755, 65534)])
+def test_heartbeat_file_only_in_a_directory_only_root_can_write(tmp_path: Path, mode: int, owner: int,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, mode)
+    os.chown(shared, owner, 0)
+    state.stamp_heartbeat(resource(lvsdr.AGENT, tmp_path, vip="10.78.0.200", heartbeat_file=str(shared / "b")))
+    assert not (shared / "b").exists()
+    assert "not a directory only root can write to" in capsys.readouterr().err
+
+
+def test_heartbeat_directory_reached_through_another_users_directory(tmp_path: Path) -> None:
+    users = tmp_path / "home"
+    users.mkdir()
+    os.chown(users, 65534, 65534)
+    (users / "link").symlink_to(tmp_path)              # points at a root-only directory
+    with pytest.raises(OSError, match="only root"):
+        state.check_root_only(str(users / "link"))
+    state.check_root_only(str(tmp_path))
+    state.check_root_only("/")
 
 
 # ---- lvsdr-realsvr pure parts
@@ -419,7 +299,7 @@ class FakePacemaker:
 
 def with_pacemaker(monkeypatch: pytest.MonkeyPatch, fake: FakePacemaker) -> None:
     from pha.crm import Crm
-    monkeypatch.setattr(lvsdr, "_crm", lambda: Crm(run=fake))
+    monkeypatch.setattr(sources, "_crm", lambda: Crm(run=fake))
 
 
 def test_dependent_resource_and_attribute_regex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -472,6 +352,117 @@ def test_pacemaker_failure_leaves_real_servers_alone(tmp_path: Path, monkeypatch
     def broken(argv, timeout):
         raise TimeoutError("timed out")
     from pha.crm import Crm
-    monkeypatch.setattr(lvsdr, "_crm", lambda: Crm(run=broken))
+    monkeypatch.setattr(sources, "_crm", lambda: Crm(run=broken))
     with pytest.raises(lvsdr.SourceFailed, match="timed out"):
         lvsdr.healthy_candidates(director(tmp_path, realserver_dependent_resource="rs-clone"))
+
+
+def test_lag_attribute_that_is_not_a_number_is_an_unknown_lag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class OddLag(FakePacemaker):
+        def __call__(self, argv, timeout):
+            from pha.crm import CommandResult
+            if any(a == "--name=pgsql-lag" for a in argv):
+                return CommandResult(0, {"--node=node2": "²\n", "--node=node3": "-5\n"}[argv[1]], "")
+            return super().__call__(argv, timeout)
+    with_pacemaker(monkeypatch, OddLag([], ["node2", "node3"], {}))
+    res = director(tmp_path, lag_attribute_name="pgsql-lag", max_lag="1MB")
+    assert lvsdr.healthy_candidates(res) == [Candidate("node2", None), Candidate("node3", None)]
+
+
+# ---- monitor against a fake IPVS: which names become real servers
+
+
+class FakeIPVS:
+    """The kernel's IPVS for one service: read() and apply() like pha.ipvs.IPVSClient."""
+
+    def __init__(self, servers: tuple[RealServer, ...] = ()) -> None:
+        self.state: ServiceState | None = ServiceState(VirtualService("10.78.0.200", 5432), servers)
+        self.changes: list = []
+
+    def read(self, service: VirtualService) -> ServiceState | None:
+        return self.state
+
+    def apply(self, changes) -> int:
+        from pha.ipvs import ADD_REAL_SERVER, DEL_REAL_SERVER, SET_REAL_SERVER
+        changes = list(changes)
+        self.changes += changes
+        servers = {rs.address: rs for rs in self.state.real_servers}
+        for change in changes:
+            if change.kind in (ADD_REAL_SERVER, SET_REAL_SERVER):
+                servers[change.real_server.address] = change.real_server
+            elif change.kind == DEL_REAL_SERVER:
+                del servers[change.real_server.address]
+        self.state = ServiceState(self.state.service, tuple(servers.values()))
+        return len(changes)
+
+    def close(self) -> None:
+        pass
+
+    def addresses(self) -> list[str]:
+        return sorted(rs.address for rs in self.state.real_servers)
+
+
+@pytest.fixture
+def kernel(monkeypatch: pytest.MonkeyPatch) -> FakeIPVS:
+    """A fake IPVS, the lab's names, and 10.78.0.0/24 as the network holding the VIP."""
+    import ipaddress
+
+    from pha import net
+    fake = FakeIPVS()
+    monkeypatch.setattr(lvsdr, "_client", lambda: fake)
+    monkeypatch.setattr(hosts, "local_resolver", lambda: fake_resolver)
+    monkeypatch.setattr(net, "networks_holding", lambda vip: [ipaddress.ip_network("10.78.0.0/24")])
+    return fake
+
+
+def monitor(tmp_path: Path, capsys: pytest.CaptureFixture, **params: str) -> tuple[int, str]:
+    env = {"OCF_RESOURCE_INSTANCE": "reader", "OCF_RESKEY_CRM_meta_interval": "3000",
+           "PHA_STATE_DIR": str(tmp_path / "state"), "OCF_RESKEY_vip": "10.78.0.200",
+           **{f"OCF_RESKEY_{k}": v for k, v in params.items()}}
+    rc = lvsdr.AGENT.run(["monitor"], env=env)
+    return rc, capsys.readouterr().err
+
+
+def primary_reports(monkeypatch: pytest.MonkeyPatch, *rows: tuple[str, str | None]) -> None:
+    from pha import discovery
+    standbys = [discovery.Standby(name, "streaming", "async", addr, 0, 0.0) for name, addr in rows]
+    monkeypatch.setattr(discovery, "active_standbys", lambda conninfo, timeout=5: standbys)
+
+
+def test_standby_names_must_match_the_address_they_connect_from(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, kernel: FakeIPVS) -> None:
+    primary_reports(monkeypatch, ("node2", "10.78.0.12"),
+                    ("198.51.100.7", "127.0.0.1"),        # a local process calling itself anything
+                    ("10.78.0.99", "127.0.0.1"),
+                    ("node3", "10.78.0.14"),              # node4 claiming to be node3
+                    ("10.0.0.5 10.0.0.6", "10.78.0.14"),  # one name, never two real servers
+                    ("node4", None))                      # a unix socket
+    rc, err = monitor(tmp_path, capsys, realserver_discovery_conninfo="host=10.78.0.11 user=postgres")
+    assert rc == ocf.SUCCESS, err
+    assert kernel.addresses() == ["10.78.0.12"]
+    assert err.count("real server skipped") == 5, err
+
+
+def test_default_allowed_networks_are_the_vips_subnet(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, kernel: FakeIPVS) -> None:
+    rc, err = monitor(tmp_path, capsys, realserver_get_real_servers_script="echo node2 192.0.2.9 10.78.0.14")
+    assert rc == ocf.SUCCESS and kernel.addresses() == ["10.78.0.12", "10.78.0.14"]
+    assert "192.0.2.9 (192.0.2.9) is outside allowed_networks" in err
+    rc, err = monitor(tmp_path, capsys, realserver_get_real_servers_script="echo node2 192.0.2.9",
+                      allowed_networks="0.0.0.0/0")
+    assert rc == ocf.SUCCESS and kernel.addresses() == ["10.78.0.12", "192.0.2.9"]
+
+
+def test_no_network_holding_the_vip_leaves_real_servers_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, kernel: FakeIPVS) -> None:
+    from pha import net
+    kernel.state = ServiceState(kernel.state.service, (RealServer("10.78.0.13", 5432),))
+    monkeypatch.setattr(net, "networks_holding", lambda vip: [])
+    rc, err = monitor(tmp_path, capsys, realserver_get_real_servers_script="echo node2")
+    assert rc == ocf.SUCCESS and kernel.addresses() == ["10.78.0.13"] and kernel.changes == []
+    assert "no network on this node holds vip 10.78.0.200: set allowed_networks" in err
+
+
+def test_script_printing_one_name_a_line(tmp_path: Path, capsys: pytest.CaptureFixture, kernel: FakeIPVS) -> None:
+    rc, err = monitor(tmp_path, capsys, realserver_get_real_servers_script="printf 'node2\\nnode3\\n'")
+    assert rc == ocf.SUCCESS and kernel.addresses() == ["10.78.0.12", "10.78.0.13"], err

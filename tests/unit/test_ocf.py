@@ -251,3 +251,81 @@ def test_logging_like_ocf_shellfuncs(tmp_path: Path, capsys) -> None:
 def test_exit_reason_is_one_line(capsys) -> None:
     ocf.exit_reason("two\nlines")
     assert capsys.readouterr().err == "ocf-exit-reason:two lines\n"
+
+
+def test_a_value_cannot_forge_a_log_line(tmp_path: Path, capsys) -> None:
+    logfile = tmp_path / "ha.log"
+    forged = "10.0.0.1\nsample(x)[1]: INFO: all is well\r\x1b[2J"
+    env = {"OCF_RESKEY_ip": "10.0.0.1", "OCF_RESKEY_port": forged, "HA_LOGFILE": str(logfile)}
+    assert sample_agent().run(["start"], env) == ocf.ERR_CONFIGURED
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 2  # the exit reason and the error, one line each
+    assert "ocf-exit-reason:parameter port=10.0.0.1\\nsample(x)[1]: INFO: all is well\\r\\x1b[2J is not an integer" in err
+    assert len(logfile.read_text().splitlines()) == 1
+    ocf.Log("sample", env).warning("line one\nline two")
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_huge_values_are_truncated_and_secrets_masked(capsys) -> None:
+    env = {"OCF_RESKEY_ip": "10.0.0.1", "OCF_RESKEY_port": "9" * 1_000_000}
+    assert sample_agent().run(["start"], env) == ocf.ERR_CONFIGURED
+    err = capsys.readouterr().err
+    assert len(err) < 1000 and "...(1000000 characters) is not an integer" in err
+    ocf.Log("sample", {}).info("conninfo host=a password=hunter2 " + "x" * 10_000)
+    err = capsys.readouterr().err
+    assert "hunter2" not in err and "password=***" in err and len(err) < ocf.MAX_LINE + 100
+    err = ocf.bad_param("monitor_password", "hunter2", "is wrong", secret=True).reason
+    assert err == "parameter monitor_password=*** is wrong"
+    secret = ocf.Param("token", "integer", secret=True)
+    with pytest.raises(ocf.OCFError) as raised:
+        secret.parse("hunter2")
+    assert raised.value.reason == "parameter token=*** is not an integer"
+
+
+@pytest.mark.parametrize("raw, value", [("12", 12), (" 12 ", 12), ("+80", 80), ("1_0", None),
+                                        ("\u0661\u0662", None), ("1.5", None), ("0x10", None),
+                                        ("", 5432)])
+def test_integer_parameters_are_ascii_digits(raw: str, value, capsys) -> None:
+    agent = sample_agent()
+    env = {"OCF_RESKEY_ip": "10.0.0.1", "OCF_RESKEY_port": raw}
+    if value is None:
+        assert agent.run(["start"], env) == ocf.ERR_CONFIGURED
+        assert "is not an integer" in capsys.readouterr().err
+    else:
+        assert agent.run(["start"], env) == ocf.SUCCESS
+        assert agent.seen["start"].params["port"] == value
+
+
+def test_check_may_raise_value_error(capsys) -> None:
+    def check(value) -> None:
+        raise ValueError("is not a network interface name")
+    param = ocf.Param("nic", check=check)
+    with pytest.raises(ocf.OCFError) as raised:
+        param.parse("eth0;reboot")
+    assert raised.value.reason == "parameter nic=eth0;reboot is not a network interface name"
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom\nforged line"), RecursionError("deep"),
+                                   MemoryError(), KeyError("k")])
+@pytest.mark.parametrize("where", ["handler", "validator", "stop"])
+def test_unexpected_exceptions_are_internal_errors(error: Exception, where: str, capsys) -> None:
+    agent = sample_agent()
+
+    def explode(res: ocf.Resource) -> int:
+        raise error
+    if where == "validator":
+        agent.validator(explode)
+    else:
+        agent.handler("start" if where == "handler" else "stop")(explode)
+    action = "stop" if where == "stop" else "start"
+    assert agent.run([action], {"OCF_RESKEY_ip": "10.0.0.1"}) == ocf.ERR_GENERIC
+    err = capsys.readouterr().err
+    reasons = [line for line in err.splitlines() if line.startswith("ocf-exit-reason:")]
+    assert reasons == [f"ocf-exit-reason:internal error: {type(error).__name__}: "
+                       + str(error).replace("\n", "\\n")]
+    assert "ERROR: Traceback (most recent call last):" in err
+    assert all(line.startswith(("ocf-exit-reason:", "sample(sample)[")) for line in err.splitlines())
+
+
+def test_dead_code_is_gone() -> None:
+    assert not hasattr(ocf.Agent, "main") and not hasattr(ocf, "LEVELS")

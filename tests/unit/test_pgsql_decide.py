@@ -92,16 +92,183 @@ def test_sync_names() -> None:
     assert d.sync_standby_names(["node1"], "node1") == ""
 
 
-@pytest.mark.parametrize("streaming, quorate, lock, seconds, ok", [
-    (0, True, None, 5, True),
-    (1, True, None, 5, False),      # a standby streams: stay sync
-    (0, False, None, 5, False),     # partitioned: never go async
-    (0, True, False, 5, False),     # lost the lock
-    (0, True, True, 5, True),
-    (0, True, None, 1, False),      # within the grace period
+@pytest.mark.parametrize("quorate, lock, seconds, ok", [
+    (True, None, 5, True),
+    (False, None, 5, False),     # partitioned: never go async
+    (True, False, 5, False),     # lost the lock
+    (True, True, 5, True),
+    (True, None, 1, False),      # within the grace period
+    (False, True, 1, False),
 ])
-def test_async_fallback(streaming, quorate, lock, seconds, ok) -> None:
-    assert d.may_fall_back_to_async(streaming, quorate, lock, seconds, grace=3) is ok
+def test_async_fallback(quorate, lock, seconds, ok) -> None:
+    assert d.may_fall_back_to_async(quorate, lock, seconds, grace=3) is ok
+    assert d.may_fall_back_to_async(quorate, lock, seconds + 100) is (quorate and lock is not False)
+
+
+WANTED = 'FIRST 1 ("node2", "node3")'
+
+
+@pytest.mark.parametrize("streaming, current, may_go_async, target", [
+    (1, "", True, WANTED),             # a standby streams again: back to sync
+    (2, "", False, WANTED),
+    (1, WANTED, True, None),           # already sync: nothing to write
+    (0, WANTED, True, ""),             # nobody streams and it is safe: async
+    (0, WANTED, False, None),          # not safe (no quorum, lock, grace): stay sync, writes block
+    (0, "", True, None),               # already async
+])
+def test_sync_target(streaming, current, may_go_async, target) -> None:
+    asked = []
+
+    def ask() -> bool:
+        asked.append(1)
+        return may_go_async
+    assert d.sync_target(streaming, current, WANTED, ask) == target
+    assert bool(asked) == (streaming == 0 and current != "")   # the Pacemaker call only when needed
+
+
+@pytest.mark.parametrize("value, text", [
+    (d.INFINITY, "INFINITY"), (d.INFINITY + 5, "INFINITY"), (-d.INFINITY, "-INFINITY"),
+    (-d.INFINITY - 1, "-INFINITY"), (1000, "1000"), (0, "0"), (-3, "-3")])
+def test_score_text(value, text) -> None:
+    assert d.score_text(value) == text
+
+
+@pytest.mark.parametrize("score, ok", [
+    (None, False), ("-INFINITY", False), ("INFINITY", True), ("+INFINITY", True),
+    ("1", True), ("100", True), ("0", False), ("-5", False)])
+def test_promotable(score, ok) -> None:
+    assert d.promotable(score) is ok
+
+
+def test_cluster_views_add_the_primary_and_mark_stopped_nodes() -> None:
+    views = d.cluster_views(NODES, "node1", rows(("node2", "streaming", "sync", 0)), True, 0, ["node1", "node2"])
+    assert views == {"node1": d.StandbyView(d.PRI, d.LATEST, d.PRIMARY_SCORE),
+                     "node2": d.StandbyView(d.HS_SYNC, d.STREAMING_SYNC, d.CANDIDATE_SCORE),
+                     "node3": d.StandbyView(d.STOP, d.DISCONNECT, -d.INFINITY)}
+
+
+SCORE = "master-pgsql"
+
+
+@pytest.mark.parametrize("actual, expected", [
+    ({}, [("node2", "pgsql-status", "HS:sync", "reboot"), ("node2", "pgsql-data-status", "STREAMING|SYNC", "forever"),
+          ("node2", SCORE, "100", "reboot")]),
+    ({"node2": {"pgsql-status": "HS:sync", "pgsql-data-status": "STREAMING|SYNC", SCORE: "100"}}, []),
+    ({"node2": {"pgsql-status": "HS:sync", "pgsql-data-status": "STREAMING|SYNC", SCORE: "-INFINITY"}},
+     [("node2", SCORE, "100", "reboot")]),
+    ({"node2": {"pgsql-status": "HS:alone", "pgsql-data-status": "STREAMING|SYNC", SCORE: "100"}},
+     [("node2", "pgsql-status", "HS:sync", "reboot")]),
+    ({"node2": {"pgsql-status": "HS:sync", "pgsql-data-status": "DISCONNECT", SCORE: "100"}},
+     [("node2", "pgsql-data-status", "STREAMING|SYNC", "forever")]),
+])
+def test_attribute_writes_are_the_differences(actual, expected) -> None:
+    views = {"node2": d.StandbyView(d.HS_SYNC, d.STREAMING_SYNC, d.CANDIDATE_SCORE)}
+    assert d.attribute_writes(views, actual, SCORE) == [d.Write(*w) for w in expected]
+
+
+def test_minus_infinity_is_written_as_pacemaker_shows_it() -> None:
+    views = {"node3": d.StandbyView(d.STOP, d.DISCONNECT, -d.INFINITY)}
+    actual = {"node3": {"pgsql-status": "STOP", "pgsql-data-status": "DISCONNECT", SCORE: "-INFINITY"}}
+    assert d.attribute_writes(views, actual, SCORE) == []
+
+
+@pytest.mark.parametrize("attrs, online, known", [
+    ({}, NODES, False),
+    ({"node2": {"pgsql-status": "PRI"}}, NODES, True),              # another node is the primary
+    ({"node1": {"pgsql-status": "PRI"}}, NODES, False),             # this node's own stale PRI does not count
+    ({"node3": {SCORE: "100"}}, NODES, True),                        # promotable already
+    ({"node3": {SCORE: "100"}}, ["node1", "node2"], False),          # ... but offline
+    ({"node1": {SCORE: "INFINITY"}}, NODES, True),                   # this node itself is promotable
+    ({"node2": {SCORE: "-INFINITY"}, "node3": {SCORE: "0"}}, NODES, False),
+])
+def test_leader_known(attrs, online, known) -> None:
+    assert d.leader_known(NODES, "node1", attrs, online, SCORE) is known
+
+
+def test_election_pool() -> None:
+    me = d.Candidate("node1", 3, 10, d.STREAMING_SYNC)
+    attrs = {"node2": {"pgsql-status": "HS:alone", "pgsql-xlog-loc": d.lsn_attr(0x500), "pgsql-timeline": "3",
+                       "pgsql-data-status": "STREAMING|POTENTIAL"},
+             "node3": {}, "node4": {"pgsql-status": "HS:alone", "pgsql-xlog-loc": "10"},
+             "node5": {"pgsql-status": "STOP"}, "node6": {"pgsql-status": "HS:async"}}
+    nodes = [f"node{i}" for i in range(1, 8)]
+    candidates, starting = d.election_pool(nodes, me, attrs, online=["node1", "node2", "node3", "node5",
+                                                                        "node6", "node7"])
+    assert candidates == [me, d.Candidate("node2", 3, 0x500, "STREAMING|POTENTIAL")]   # node4 offline
+    assert starting == ["node3", "node7"]    # online without any status; node6 has not published a position
+
+
+@pytest.mark.parametrize("rounds, published, starting, wait", [
+    (1, 3, [], None),                       # everybody published: elect at once
+    (1, 2, [], d.WAIT_MISSING),             # one missing: xlog_check_count rounds
+    (2, 2, [], None),
+    (1, 2, ["node3"], d.WAIT_STARTING),     # a node is starting: 5 x xlog_check_count rounds
+    (9, 2, ["node3"], d.WAIT_STARTING),
+    (10, 2, ["node3"], None),
+    (10, 1, ["node3"], None),
+])
+def test_election_gating(rounds, published, starting, wait) -> None:
+    assert d.election_wait(rounds, 2, published, 3, starting) == wait
+
+
+@pytest.mark.parametrize("info, tl, clean, held", [
+    (d.ReplInfo("node1", 3, 5), 3, True, True),
+    (d.ReplInfo("node1", 3, 5), 3, False, False),     # crashed: it must replay as a standby
+    (d.ReplInfo("node1", 3, 5), 2, True, False),      # not on the recorded timeline
+    (d.ReplInfo("node2", 3, 5), 3, True, False),      # another node is the recorded primary
+    (None, 3, True, False),
+])
+def test_held_primary(info, tl, clean, held) -> None:
+    assert d.held_primary(info, "node1", tl, clean) is held
+
+
+@pytest.mark.parametrize("attrs, sync, refusal", [
+    ({}, True, None),
+    ({"node1": {"pgsql-data-status": "STREAMING|SYNC"}}, True, None),
+    ({"node1": {"pgsql-data-status": "LATEST"}}, True, None),
+    ({"node1": {"pgsql-data-status": "STREAMING|POTENTIAL"}}, True,
+     d.Refusal("not promoting: this node's data is STREAMING|POTENTIAL, not the sync standby's", True)),
+    ({"node1": {"pgsql-data-status": "DISCONNECT"}}, False, None),     # async: any data may win
+    ({"node3": {"pgsql-status": "PRI"}}, False, d.Refusal("not promoting: node3 is still the primary", False)),
+    ({"node1": {"pgsql-status": "PRI"}}, False, None),
+])
+def test_promotion_refusal(attrs, sync, refusal) -> None:
+    assert d.promotion_refusal("node1", NODES, attrs, sync) == refusal
+
+
+@pytest.mark.parametrize("running, follows, path, asked", [
+    (False, True, d.DEMOTE_NOT_RUNNING, False),
+    (True, True, d.DEMOTE_BY_STOPPING, True),
+    (True, False, d.DEMOTE_TO_STANDBY, True),
+])
+def test_demote_path(running, follows, path, asked) -> None:
+    calls = []
+    assert d.demote_path(running, lambda: calls.append(1) or follows) == path
+    assert bool(calls) is asked
+
+
+@pytest.mark.parametrize("target_role, shutdown, follows", [
+    ("Stopped", False, True), (None, True, True), ("Started", False, False), (None, False, False)])
+def test_stop_follows_demote(target_role, shutdown, follows) -> None:
+    assert d.stop_follows_demote(target_role, shutdown) is follows
+
+
+@pytest.mark.parametrize("sqlstate, message, busy", [
+    ("53300", "", "53300"),
+    ("57P03", "", "57P03"),
+    ("57P01", "terminating connection due to administrator command", None),
+    ("28000", "too many clients", None),            # the SQLSTATE wins over the text
+    (None, 'connection failed: ... failed: FATAL:  sorry, too many clients already', "53300"),
+    (None, "FATAL:  remaining connection slots are reserved for roles with the SUPERUSER attribute", "53300"),
+    (None, "FATAL:  the database system is starting up", "57P03"),
+    (None, "FATAL:  the database system is shutting down", "57P03"),
+    (None, "FATAL:  the database system is not yet accepting connections", "57P03"),
+    (None, "FATAL:  the database system is in recovery mode", None),   # a crash: PostgreSQL's own failure
+    (None, 'connection to server on socket "/run/postgresql/.s.PGSQL.5432" failed: No such file', None),
+    (None, "", None),
+])
+def test_busy_sqlstate(sqlstate, message, busy) -> None:
+    assert d.busy_sqlstate(sqlstate, message) == busy
 
 
 def test_election() -> None:

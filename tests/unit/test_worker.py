@@ -61,7 +61,8 @@ def test_shim_is_executable_and_finds_pha(shim) -> None:
     assert path.name == "vip" and os.access(path, os.X_OK)
     first = path.read_text().splitlines()[0]
     assert first == f"#!{sys.executable} -IS"
-    out = subprocess.run([str(path), "meta-data"], env=env, capture_output=True, text=True)
+    # in-process: a worker spawned here could start after the fixture looked for it, and outlive the test
+    out = subprocess.run([str(path), "meta-data"], env={**env, "PHA_WORKER": "0"}, capture_output=True, text=True)
     assert out.returncode == 0 and '<resource-agent name="vip"' in out.stdout
 
 
@@ -110,16 +111,20 @@ def test_stale_worker_steps_aside(shim) -> None:
 
 @pytest.fixture()
 def fake_worker(tmp_path: Path, monkeypatch):
-    """A worker (forked from pytest) whose action is `action(marker)`; yields a caller factory."""
+    """A worker (forked from pytest) whose action is `action(request)`, after writing
+    its pid to `marker` (and ARGV0.pid); yields (start, marker). start(action) returns
+    a caller factory: call(argv) starts a process printing shim.call_worker's result."""
     path, marker = tmp_path / "w.sock", tmp_path / "action.pid"
     servers = []
 
     def start(action) -> callable:
-        def run_action(request: dict, fds: list[int]) -> None:
-            marker.write_text(str(os.getpid()))
-            action()
+        def run_action(request: dict, fds: list[int]) -> int:
+            for name in (marker, tmp_path / f"{request['argv'][0]}.pid"):
+                name.write_text(str(os.getpid()))
+            return action(request)
         monkeypatch.setattr(worker, "_run_action", run_action)
-        monkeypatch.setattr(worker, "_preload", lambda: None)
+        monkeypatch.setattr(worker, "preload", lambda: None)
+        monkeypatch.setattr(worker, "REQUEST_SECONDS", 1)
         pid = os.fork()
         if pid == 0:
             try:
@@ -128,31 +133,225 @@ def fake_worker(tmp_path: Path, monkeypatch):
                 os._exit(0)
         servers.append(pid)
         wait_for(path)
-        code = ("import os, sys; sys.path[:0] = %r; os.environ['PHA_WORKER_SOCKET'] = %r; "
-                "from pha import shim; print(shim.call_worker('vip', ['monitor']))" % (sys.path, str(path)))
-        return lambda: subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+
+        def call(argv: list[str] = ["monitor"]) -> subprocess.Popen:
+            code = ("import os, sys; sys.path[:0] = %r; os.environ['PHA_WORKER_SOCKET'] = %r; "
+                    "from pha import shim; print(shim.call_worker('vip', %r))" % (sys.path, str(path), argv))
+            return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+        return call
 
     yield start, marker
     for pid in servers:
-        os.kill(pid, signal.SIGTERM)
-        os.waitpid(pid, 0)
+        try:
+            os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def wait_gone(pid: int, seconds: float = 5) -> None:
+    deadline = time.monotonic() + seconds
+    while Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid):
+        assert time.monotonic() < deadline, f"process {pid} is still there"
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]
+    except (OSError, IndexError):
+        return "gone"
 
 
 def test_action_is_killed_when_its_caller_leaves(fake_worker) -> None:
     start, marker = fake_worker
-    caller = start(lambda: (time.sleep(60), os._exit(0)))()
+    caller = start(lambda _: (time.sleep(60), os._exit(0)))()
     wait_for(marker)
     action = int(marker.read_text())
     caller.kill()
     caller.wait()
-    deadline = time.monotonic() + 5
-    while Path(f"/proc/{action}").exists():
-        assert time.monotonic() < deadline, "the action outlived its caller"
-        time.sleep(0.05)
+    wait_gone(action)
 
 
 def test_action_exit_code_is_reported(fake_worker) -> None:
     start, _ = fake_worker
-    caller = start(lambda: os._exit(7))()
+    caller = start(lambda _: 7)()
     out, _ = caller.communicate(timeout=30)
     assert out.strip() == "7"
+
+
+def slow_action(request: dict) -> int:
+    """`slow` sleeps a second and returns 3; anything else returns 0 at once."""
+    if request["argv"][0] == "slow":
+        time.sleep(1)
+        return 3
+    return 0
+
+
+def raw_client(path: Path) -> socket.socket:
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(str(path))
+    return client
+
+
+def test_slow_client_blocks_nobody(fake_worker, tmp_path: Path) -> None:
+    start, _ = fake_worker
+    call = start(slow_action)
+    running = call(["slow"])
+    wait_for(tmp_path / "slow.pid")
+    # A client that sends one byte every 0.2 s: the request deadline is 1 s in all.
+    slow = raw_client(tmp_path / "w.sock")
+    began = time.monotonic()
+    quick = call(["quick"])
+    assert quick.communicate(timeout=30)[0].strip() == "0"
+    assert time.monotonic() - began < 0.9, "a slow client held up another caller"
+    slow.settimeout(0.2)
+    reply = b""
+    while not reply and time.monotonic() - began < 5:
+        try:
+            slow.send(b"{")
+            reply = slow.recv(64)
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+    assert reply in (b"unread\n", b""), reply
+    assert time.monotonic() - began < 2.5, "the request deadline is per request, not per receive"
+    assert running.communicate(timeout=30)[0].strip() == "3"
+    assert time.monotonic() - began < 2.5
+
+
+@pytest.mark.parametrize("payload", [b"-" * 100_000 + b"1\n", b"-" * 5000 + b"1\n",
+                                     b"[" * 100_000 + b"\n", b"{'agent': 'vip'}\n", b"\xff\n"])
+def test_crashing_request_costs_only_itself(fake_worker, tmp_path: Path, payload: bytes) -> None:
+    """MemoryError, RecursionError, SyntaxError in the parser, a malformed request:
+    that caller hears "unread" (its shim runs the action in-process), the action in
+    flight finishes with its own code, and the worker serves the next caller."""
+    start, _ = fake_worker
+    call = start(slow_action)
+    running = call(["slow"])
+    wait_for(tmp_path / "slow.pid")
+    bad = raw_client(tmp_path / "w.sock")
+    fds = [os.open(os.devnull, os.O_RDWR) for _ in range(3)]
+    try:
+        socket.send_fds(bad, [payload], fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    bad.settimeout(10)
+    assert bad.recv(64) == b"unread\n"
+    assert running.communicate(timeout=30)[0].strip() == "3"
+    assert call(["quick"]).communicate(timeout=30)[0].strip() == "0"
+
+
+def test_worker_error_costs_only_that_event(fake_worker, tmp_path: Path, monkeypatch) -> None:
+    """An exception inside the worker's loop (MemoryError here) costs that caller
+    only, and it hears that nothing ran (its shim runs the action in-process)."""
+    start, _ = fake_worker
+    real_peer_uid = worker._peer_uid
+    calls = []
+
+    def peer_uid(conn: socket.socket) -> int:
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError()
+        return real_peer_uid(conn)
+    monkeypatch.setattr(worker, "_peer_uid", peer_uid)
+    call = start(slow_action)
+    running = call(["slow"])
+    wait_for(tmp_path / "slow.pid")
+    dropped = call(["quick"])
+    assert dropped.communicate(timeout=30)[0].strip() == "None"
+    assert running.communicate(timeout=30)[0].strip() == "3"
+    assert call(["quick"]).communicate(timeout=30)[0].strip() == "0"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_actions_die_with_the_worker(fake_worker, tmp_path: Path, sig: int) -> None:
+    """No orphan: the action ends with the worker, and its shim reports a failure."""
+    start, marker = fake_worker
+    caller = start(lambda _: (time.sleep(60), 0)[1])()
+    wait_for(marker)
+    action = int(marker.read_text())
+    server = _lock_holder(tmp_path / "w.sock")
+    os.kill(server, sig)
+    out, err = caller.communicate(timeout=30)
+    assert out.strip() == "1" and "worker ended during the action" in err
+    wait_gone(action)
+
+
+def test_children_inherit_no_descriptors(fake_worker, tmp_path: Path) -> None:
+    """The action holds its caller's stdin/stdout/stderr and nothing else of the worker's."""
+    start, _ = fake_worker
+    seen = tmp_path / "fds"
+
+    def list_fds(request: dict) -> int:
+        seen.write_text(" ".join(os.listdir("/proc/self/fd")))
+        return 0
+    call = start(list_fds)
+    other = raw_client(tmp_path / "w.sock")  # another caller's connection, open meanwhile
+    assert call(["monitor"]).communicate(timeout=30)[0].strip() == "0"
+    other.close()
+    assert sorted(int(fd) for fd in seen.read_text().split()) == [0, 1, 2, 3]  # 3: listdir's own
+
+
+def copy_of_pha(tmp_path: Path) -> Path:
+    """A private copy of the pha package, so its files can be edited."""
+    import shutil
+    root = tmp_path / "copy"
+    shutil.copytree(Path(worker.__file__).parent, root / "pha",
+                    ignore=shutil.ignore_patterns("__pycache__", "lab", "commands", "health"))
+    return root
+
+
+def test_worker_notices_a_change_in_a_subpackage(tmp_path: Path) -> None:
+    """A module of pha.pgsql changes on disk: the worker steps aside and exits."""
+    import sysconfig
+    root = copy_of_pha(tmp_path)
+    sock = tmp_path / "run" / "agentd.sock"
+    paths = [str(root), sysconfig.get_paths()["purelib"]]
+    server = subprocess.Popen([sys.executable, "-I", "-S", "-c",
+                               "import sys; sys.path[:0] = %r; from pha.worker import serve; serve(%r)"
+                               % (paths, str(sock))])
+    try:
+        wait_for(sock, 30)
+        probe = ("import sys; sys.path[:0] = %r; from pha import shim; "
+                 "print(shim.call_worker('vip', ['meta-data']))" % (paths,))
+        env = {**os.environ, "PHA_WORKER_SOCKET": str(sock)}
+        first = subprocess.run([sys.executable, "-I", "-S", "-c", probe], env=env,
+                               capture_output=True, text=True, timeout=30)
+        assert first.stdout.strip().endswith("0"), first.stderr
+        # pha.pgsql.names: loaded by the pgsql agent's module, which the worker preloads
+        target = root / "pha" / "pgsql" / "names.py"
+        with open(target, "a") as f:
+            f.write("\n# changed\n")
+        second = subprocess.run([sys.executable, "-I", "-S", "-c", probe], env=env,
+                                capture_output=True, text=True, timeout=30)
+        assert second.stdout.strip() == "None", second.stderr
+        assert server.wait(timeout=10) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def test_preload_covers_the_agents_lazy_imports() -> None:
+    """Every module an agent imports in a function (crm, net, pgsql.*...) is loaded
+    by preload: a forked action imports none of them again."""
+    code = ("import sys; from pha import worker; worker.preload(); "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('pha.'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    loaded = set(out.stdout.split())
+    assert {"pha.crm", "pha.net", "pha.ipvs", "pha.pgsql.instance", "pha.shim", "pha.ocf"} <= loaded, out.stderr
+    assert not {m for m in loaded if m.startswith(("pha.lab", "pha.commands", "pha.cli"))}
+
+
+def test_loaded_sources_change_with_any_module(tmp_path: Path) -> None:
+    module = tmp_path / "mod.py"
+    module.write_text("x = 1\n")
+    sources = {str(module): worker._file_id(str(module))}
+    assert not worker.sources_changed(sources)
+    module.write_text("x = 22\n")
+    assert worker.sources_changed(sources)
+    assert any(path.endswith("pha/worker.py") for path in worker.loaded_sources())

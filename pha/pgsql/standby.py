@@ -1,0 +1,68 @@
+"""A standby's monitor: its WAL receiver and lag, the fork guard while it
+cannot stream, and the election when there is no primary."""
+from __future__ import annotations
+
+from typing import Any
+
+from pha import ocf
+from pha.pgsql import decide, names
+from pha.pgsql.context import Ctx, State
+from pha.pgsql.startstop import guard
+
+
+def monitor_standby(ctx: Ctx, conn: Any, state: State) -> int:
+    """SUCCESS, having published the receiver's state and lag. A Pacemaker CLI
+    error (pha.crm.CrmError) propagates: the monitor logs it and the next one retries."""
+    if state.held:
+        return ocf.SUCCESS  # a held primary: promotable at once (score set by start)
+    receiver = conn.execute(
+        "select coalesce((select status from pg_stat_wal_receiver), 'stopped'),"
+        " coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)::bigint,"
+        " greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text,"
+        " (select timeline_id from pg_control_checkpoint())").fetchone()
+    status, lag, lsn_text = receiver[0], max(0, int(receiver[1])), receiver[2]
+    timeline = max(int(receiver[3]), ctx.pg.wal_timeline())
+    if ctx.params["check_wal_receiver"]:
+        # Publish a change only once two monitors agree: a failover's passing
+        # "stopped" would otherwise abort Pacemaker's transition. Lag in MiB steps.
+        if state.receiver_seen == status:
+            ctx.publish(state, names.ATTR_RECEIVER, status)
+        state.receiver_seen = status
+        ctx.publish(state, names.ATTR_LAG, str(lag >> 20 << 20))
+    lsn = decide.parse_lsn(lsn_text) if lsn_text else 0
+    if status == "streaming":
+        state.rounds = 0
+    else:  # a forked standby cannot stream: this is where the guard catches it running
+        guard(ctx, ctx.repl_info(), timeline, lsn)
+        elect_if_leaderless(ctx, state, timeline, lsn)
+    ctx.save(state)
+    return ocf.SUCCESS
+
+
+def elect_if_leaderless(ctx: Ctx, state: State, timeline: int, lsn: int) -> None:
+    """With no primary and no promotable node, rank the standbys and write their
+    scores: at once when every node of node_list has published its position,
+    else after xlog_check_count monitors (see decide.election_wait)."""
+    status = ctx.crm.status()
+    attrs = status.node_attributes
+    online = status.online_nodes()
+    if decide.leader_known(ctx.nodes, ctx.me, attrs, online, ctx.score_name):
+        state.rounds = 0
+        return
+    ctx.publish(state, names.ATTR_LSN, decide.lsn_attr(lsn))
+    ctx.publish(state, names.ATTR_TIMELINE, str(timeline))
+    state.rounds += 1
+    me = decide.Candidate(ctx.me, timeline, lsn, attrs.get(ctx.me, {}).get(names.ATTR_DATA))
+    candidates, starting = decide.election_pool(ctx.nodes, me, attrs, online)
+    wait = decide.election_wait(state.rounds, int(ctx.params["xlog_check_count"]), len(candidates),
+                                len(ctx.nodes), starting)
+    if wait == decide.WAIT_STARTING:
+        ctx.log.info(f"no primary: waiting for {', '.join(starting)} to publish its position")
+    if wait:
+        return
+    ranking = decide.elect(candidates, ctx.nodes, ctx.sync)
+    # Every elector writes the whole ranking (the same from the same data), so
+    # the winner is promotable at once, even before its own monitor runs.
+    for candidate in candidates:
+        ctx.score(candidate.node, decide.election_score(candidate.node, ranking))
+    ctx.log.info(f"no primary: election ranks {ranking or 'nobody'}")

@@ -1,0 +1,130 @@
+"""start and stop, and the fork guard that refuses a node whose WAL left the cluster's history."""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+from pha import files, ocf
+from pha.crm import CrmError
+from pha.pgsql import decide, names
+from pha.pgsql.checks import check_auto_conf
+from pha.pgsql.context import Ctx, State
+from pha.pgsql.instance import PgError
+
+
+def start(ctx: Ctx) -> int:
+    """Start as a standby, or as the held primary REPL_INFO records (read-only until promoted)."""
+    check_auto_conf(ctx)
+    if ctx.pg.is_running():
+        return ocf.SUCCESS if ctx.role() else ocf.ERR_GENERIC
+    if ctx.pg.port_in_use():
+        raise ocf.OCFError(ocf.ERR_CONFIGURED, f"parameter pgport={ctx.pg.port}: another server listens "
+                           f"on it ({ctx.pg.socket_path})")
+    info = ctx.repl_info()
+    control = ctx.pg.controldata()
+    local_tl = max(int(control.get("Latest checkpoint's TimeLineID", "0")), ctx.pg.wal_timeline())
+    # The checkpoint is where this node's WAL ends at the least; the monitor
+    # checks the true end once the standby has replayed it.
+    local_lsn = decide.parse_lsn(control.get("Latest checkpoint location", "0/0"))
+    guard(ctx, info, local_tl, local_lsn)
+    held = decide.held_primary(info, ctx.me, local_tl, control.get("Database cluster state") == "shut down")
+    ctx.pg.ensure_included()
+    ctx.pg.write_conf(ctx.settings(ctx.primary_sync_names() if held else "", read_only=held))
+    ctx.pg.set_standby(not held)
+    with failing_on_pg_error():
+        start_postgres(ctx)
+    state = State(held=held)  # and a fresh cache of published attributes
+    ctx.publish(state, names.ATTR_STATUS, decide.HS_ALONE)
+    if held:
+        ctx.score(ctx.me, decide.PRIMARY_SCORE)
+        ctx.log.info(f"started as the recorded primary (timeline {local_tl}), read-only until promoted")
+    else:
+        publish_position(ctx, state)
+        ctx.log.info("started as a standby")
+    ctx.save(state)
+    return ocf.SUCCESS
+
+
+@contextmanager
+def failing_on_pg_error() -> Iterator[None]:
+    """PostgreSQL not doing what was asked (pg_ctl, readiness) fails the action, with its words."""
+    try:
+        yield
+    except PgError as err:
+        raise ocf.OCFError(ocf.ERR_GENERIC, str(err)) from None
+
+
+def start_postgres(ctx: Ctx) -> None:
+    """pg_ctl start, then wait until PostgreSQL accepts connections."""
+    timeout = ctx.action_timeout("120000")
+    ctx.pg.start(timeout)
+    ctx.pg.wait_ready(timeout)
+
+
+def publish_position(ctx: Ctx, state: State) -> None:
+    """Publish this standby's timeline and WAL position for elections."""
+    with ctx.pg.connect() as conn:
+        lsn_text, timeline = conn.execute(
+            "select greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text,"
+            " (select timeline_id from pg_control_checkpoint())").fetchone()
+    ctx.publish(state, names.ATTR_LSN, decide.lsn_attr(decide.parse_lsn(lsn_text or "0/0")))
+    ctx.publish(state, names.ATTR_TIMELINE, str(max(timeline, ctx.pg.wal_timeline())))
+
+
+def guard(ctx: Ctx, info: Optional[decide.ReplInfo], timeline: int, lsn: int) -> None:
+    """Refuse a node whose WAL forked off the cluster's history.
+
+    A verdict is remembered (next to the agent's state) until REPL_INFO
+    changes or the node is repaired, so a restart cannot slip past it.
+    """
+    remembered = _remembered_fork(ctx)
+    if remembered and info and remembered[0] == info.render() and ctx.pg.wal_timeline() < info.timeline:
+        raise ocf.OCFError(ocf.ERR_GENERIC, remembered[1])
+    history_text = ctx.pg.history(info.timeline) if info else None
+    history = decide.parse_history(history_text) if history_text else None
+    why = decide.forked(timeline, lsn, info, history)
+    if why and info:
+        # First, as Pacemaker keeps only ~128 characters of an exit reason.
+        why = "repair with cls_repair_by_pg_rewind: " + why
+        files.private_dir(os.path.dirname(ctx.fork_marker))
+        files.write_atomic(ctx.fork_marker, info.render() + "\n" + why)
+        raise ocf.OCFError(ocf.ERR_GENERIC, why)
+
+
+def _remembered_fork(ctx: Ctx) -> Optional[tuple[str, str]]:
+    """(REPL_INFO, reason) of the last refusal, if any."""
+    try:
+        remembered, sep, why = files.read_nofollow(ctx.fork_marker).partition("\n")
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        ctx.log.warning(f"cannot read {ctx.fork_marker}: {err}")
+        return None
+    return (remembered, why) if sep else None
+
+
+def stop(ctx: Ctx) -> int:
+    with failing_on_pg_error():
+        stop_postgres(ctx)
+    state = ctx.load()
+    if state.primary:
+        ctx.unlock()
+    try:  # the cluster may be going away with us
+        ctx.crm.delete_promotion_score(resource=ctx.rsc, node=ctx.me)  # a stopped node is not promotable
+    except CrmError as err:
+        ctx.log.warning(f"could not delete this node's promotion score: {err}")
+    try:
+        ctx.publish(state, names.ATTR_STATUS, decide.STOP)
+    except CrmError as err:
+        ctx.log.warning(f"could not publish {names.ATTR_STATUS}: {err}")
+    state.held = False
+    ctx.save(state)
+    return ocf.SUCCESS
+
+
+
+def stop_postgres(ctx: Ctx) -> None:
+    """Fast shutdown escalating to immediate; immediate at once without quorum
+    (then nobody can be waiting for our WAL: no use waiting for walsenders)."""
+    ctx.pg.stop(int(ctx.params["stop_escalate"]), immediate=not ctx.quorate())
