@@ -161,9 +161,10 @@ class ClusterSpec:
     unpromoted_monitor: Optional[int] = None
     monitor_timeout: Optional[int] = None
     action_timeout: int = 60
+    start_timeout: int = 300       # the pgsql start may rewind a forked node (pg_rewind) first
     vip_monitor: int = 2
     vip_timeout: int = 20
-    migration_threshold: int = 1
+    migration_threshold: int = 3   # a crashed primary restarts in place as a standby (rewound if forked)
     failure_timeout: int = 20
     resource_stickiness: int = 100
     reader_preference: int = 200
@@ -244,7 +245,7 @@ def validate(spec: ClusterSpec) -> None:
     if spec.setting("promoted_monitor") == spec.setting("unpromoted_monitor"):
         raise ClusterConfigError("promoted_monitor, unpromoted_monitor: Pacemaker needs two "
                                  f"different intervals, both are {spec.setting('promoted_monitor')}s")
-    for name in ("action_timeout", "vip_monitor", "vip_timeout", "failure_timeout"):
+    for name in ("action_timeout", "start_timeout", "vip_monitor", "vip_timeout", "failure_timeout"):
         _check_range(name, getattr(spec, name), 1, 3600)
     _check_range("migration_threshold", spec.migration_threshold, 1, 1_000_000)
     _check_range("resource_stickiness", spec.resource_stickiness, 0, 1_000_000)
@@ -274,7 +275,7 @@ def pcs_commands(spec: ClusterSpec, versions: Versions = Versions()) -> list[lis
          f"failure-timeout={spec.failure_timeout}s", f"resource-stickiness={spec.resource_stickiness}"],
         ["pcs", "resource", "create", spec.resource_id, spec.agent,
          *(f"{name}={value}" for name, value in spec.agent_params().items()),
-         "op", "start", timeout, "op", "stop", timeout,
+         "op", "start", f"timeout={spec.start_timeout}s", "op", "stop", timeout,
          "op", "promote", timeout, "op", "demote", timeout, "op", "notify", timeout,
          "op", "monitor", f"interval={spec.setting('promoted_monitor')}s", "role=Promoted", monitor_timeout,
          "op", "monitor", f"interval={spec.setting('unpromoted_monitor')}s", "role=Unpromoted", monitor_timeout,

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 import pha
+from pha.files import write_atomic
 
 AGENTS = ("pgsql", "vip", "lvsdr", "lvsdr-realsvr")
 PROVIDER = "pha"
@@ -36,10 +37,7 @@ def install(ocf_root: Path, python: str = sys.executable) -> list[Path]:
     written = []
     for agent in AGENTS:
         path = target / agent
-        tmp = path.with_name(f".{agent}.tmp")
-        tmp.write_text(render_shim(agent, f"{python} -IS", paths))
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)
+        write_atomic(str(path), render_shim(agent, f"{python} -IS", paths), mode=0o755)
         written.append(path)
     return written
 

@@ -19,7 +19,9 @@ SOCKET_DIR = "/run/pha"
 # Actions that are cheaper in-process than a round trip to the worker.
 LOCAL_ACTIONS = frozenset({"usage", "help"})
 # The worker's replies meaning that nothing ran (see pha.worker): run it in-process.
-NOT_TAKEN = frozenset({b"stale\n", b"busy\n", b"unread\n"})
+STALE, BUSY, UNREAD = b"stale\n", b"busy\n", b"unread\n"
+NOT_TAKEN = frozenset({STALE, BUSY, UNREAD})
+REQUEST_MAGIC = b"pha-request-1"
 
 
 def socket_path() -> str:
@@ -60,9 +62,7 @@ def call_worker(agent: str, argv: list[str]) -> "int | None":
         sock.connect(socket_path())
         if _peer_uid(sock) != os.geteuid():
             raise PermissionError("the worker socket is served by another user")
-        # A Python literal: the worker reads it with ast.literal_eval (no code runs).
-        request = repr({"agent": agent, "argv": argv, "env": dict(os.environ),
-                        "cwd": os.getcwd(), "umask": _umask()}).encode() + b"\n"
+        request = encode_request(agent, argv)
         fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
         sent = sock.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
         if sent < len(request):
@@ -88,6 +88,17 @@ def call_worker(agent: str, argv: list[str]) -> "int | None":
         sys.stderr.write("ocf-exit-reason:the pha agent worker ended during the action\n")
         return 1
     return int(reply)
+
+
+def encode_request(agent: str, argv: list[str]) -> bytes:
+    """The request for the worker: its length in ASCII digits and a newline,
+    then NUL-separated fields (none can hold a NUL): REQUEST_MAGIC, agent,
+    cwd, umask, len(argv), argv..., then the environment as KEY=VALUE...
+    Plain bytes: the worker splits them, nothing is evaluated."""
+    payload = b"\0".join([REQUEST_MAGIC, agent.encode(), os.getcwdb(), b"%d" % _umask(),
+                          b"%d" % len(argv), *map(os.fsencode, argv),
+                          *(key + b"=" + value for key, value in os.environb.items())])
+    return b"%d\n" % len(payload) + payload
 
 
 def _peer_uid(sock: "object") -> int:

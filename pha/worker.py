@@ -37,34 +37,23 @@ import sys
 import time
 import traceback
 from types import ModuleType
-from typing import Callable, NoReturn, Optional
+from typing import Callable, NamedTuple, NoReturn, Optional
 
 from pha.files import UnsafePath
+from pha.shim import BUSY, REQUEST_MAGIC, STALE, UNREAD
 
 # Imported at start besides what pha's agents import (found in their source).
-PRELOAD = ("pyroute2", "psycopg", "pha.shim")
+PRELOAD = ("pyroute2", "psycopg")
 IDLE_SECONDS = 600
 MAX_REQUEST = 1 << 20
 REQUEST_SECONDS = 5   # the whole request must arrive within this, from the accept
 MAX_ACTIONS = 64      # actions at once; past that, callers run theirs in-process
 NOT_RUN = 255         # a child's exit code: it read no valid request and ran nothing
-# Replies meaning "nothing ran: run it in-process" (pha.shim knows them).
-STALE, BUSY, UNREAD = b"stale\n", b"busy\n", b"unread\n"
 AGENT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}", re.ASCII)
 PR_SET_PDEATHSIG = 1
 MAX_FD = os.sysconf("SC_OPEN_MAX")
 
-
-def _load_libc() -> "object | None":
-    """libc, for prctl (loaded before any fork: children only call it)."""
-    try:
-        import ctypes
-        return ctypes.CDLL(None, use_errno=True)
-    except (ImportError, OSError):
-        return None
-
-
-_LIBC = _load_libc()
+_set_pdeathsig: Optional[Callable[..., int]] = None  # prctl(PR_SET_PDEATHSIG, ...), see serve
 
 
 # --- what a worker has loaded, and whether it changed ---------------------------
@@ -197,6 +186,8 @@ def serve(path: str, idle_seconds: int = IDLE_SECONDS) -> None:
         return  # another worker owns this socket
     preload()
     sources = loaded_sources()
+    _bind_prctl()
+    os.environb.clear()  # each child sets its caller's: nothing to clear there
     gc.freeze()  # forked children then leave the preloaded objects' pages shared
     if os.path.lexists(path):
         os.unlink(path)
@@ -251,21 +242,24 @@ class Loop:
                 if not events and not self.actions:
                     if time.monotonic() - self.last_used > self.idle_seconds:
                         return
-                for fd, _ in events:
+                listener = self.listener.fileno()
+                # Ends first, the accept last: a descriptor an end closed is not
+                # reused by a new caller while this batch of events still names it.
+                for fd in sorted((fd for fd, _ in events), key=lambda fd: fd == listener):
                     try:
-                        self.dispatch(fd)
+                        self.dispatch(fd, listener)
                     except Exception:  # MemoryError, RecursionError, a bug: this event only
                         traceback.print_exc()
         finally:
             self.kill_actions()
             self.release()
 
-    def dispatch(self, fd: int) -> None:
+    def dispatch(self, fd: int, listener: int) -> None:
         if fd in self.actions:
             self.finished(fd)
         elif fd in self.by_conn:
             self.abandoned(fd)
-        elif self.listener.fileno() == fd:
+        elif fd == listener == self.listener.fileno():
             self.accept()
 
     def accept(self) -> None:
@@ -316,11 +310,21 @@ class Loop:
     def watch(self, pid: int, conn: socket.socket) -> None:
         """Wait for the child's end and for the caller's hang-up."""
         pidfd = os.pidfd_open(pid)
-        self.actions[pidfd] = (pid, conn)
-        self.by_conn[conn.fileno()] = pidfd
-        self.poller.register(pidfd, select.POLLIN)
-        # Only the caller's hang-up, not the request data its child still reads.
-        self.poller.register(conn, select.POLLRDHUP)
+        try:
+            self.poller.register(pidfd, select.POLLIN)
+            # Only the caller's hang-up, not the request data its child still reads.
+            self.poller.register(conn, select.POLLRDHUP)
+            self.actions[pidfd] = (pid, conn)
+            self.by_conn[conn.fileno()] = pidfd
+        except BaseException:
+            self.actions.pop(pidfd, None)
+            for fd in (pidfd, conn.fileno()):
+                try:
+                    self.poller.unregister(fd)
+                except KeyError:
+                    pass
+            os.close(pidfd)
+            raise
 
     def finished(self, pidfd: int) -> None:
         pid, conn = self._forget(pidfd)
@@ -331,7 +335,7 @@ class Loop:
     def abandoned(self, conn_fd: int) -> None:
         """The caller hung up before its action ended: end the action too."""
         pid, conn = self._forget(self.by_conn[conn_fd])
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)  # not reaped yet: the pid is still this child's
         os.waitpid(pid, 0)
         conn.close()
 
@@ -384,11 +388,11 @@ def _child(conn: socket.socket, deadline: float, worker_pid: int) -> NoReturn:
             os.dup2(fd, target)
         # The listener, the lock, other callers' connections, pidfds: none is the action's.
         os.closerange(3, MAX_FD)
-        os.environ.clear()
-        os.environ.update(request["env"])
-        os.chdir(request["cwd"])
-        os.umask(request["umask"])
-        sys.argv = [request["agent"], *request["argv"]]
+        os.environb.clear()  # os.environ follows
+        os.environb.update(request.env)
+        os.chdir(request.cwd)
+        os.umask(request.umask)
+        sys.argv = [request.agent, *request.argv]
         started = True
         rc = _run_action(request, fds)
     except SystemExit as stop:
@@ -406,51 +410,86 @@ def _child(conn: socket.socket, deadline: float, worker_pid: int) -> NoReturn:
             os._exit(rc if isinstance(rc, int) and 0 <= rc < NOT_RUN else 1)
 
 
-def _run_action(request: dict, fds: list[int]) -> int:
+def _run_action(request: Request, fds: list[int]) -> int:
     """Run the request's agent action in this process: its OCF code."""
-    module = importlib.import_module("pha.agents." + request["agent"].replace("-", "_"))
-    return module.AGENT.run(request["argv"])
+    module = importlib.import_module("pha.agents." + request.agent.replace("-", "_"))
+    return module.AGENT.run(request.argv)
 
 
 def _die_with(worker_pid: int) -> None:
     """SIGKILL this child when the worker dies, however it dies."""
-    if _LIBC is not None:
-        _LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if _set_pdeathsig is not None:
+        _set_pdeathsig(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     if os.getppid() != worker_pid:
         raise ChildProcessError("the worker is gone")
 
 
-
-def _receive(conn: socket.socket, deadline: float) -> tuple[dict, list[int]]:
-    """One request: a Python literal line (see pha.shim) and three descriptors,
-    all of it before `deadline` (time.monotonic())."""
-    data, fds = b"", []
+def _bind_prctl() -> None:
+    """Bind prctl once in the worker, and call it once (leaving the worker's own
+    parent-death signal at none): a child's call then costs no setup."""
+    global _set_pdeathsig
     try:
-        while not data.endswith(b"\n"):
+        import ctypes
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        return
+    prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+    prctl.restype = ctypes.c_int
+    prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)
+    _set_pdeathsig = prctl
+
+
+
+def _receive(conn: socket.socket, deadline: float) -> tuple[Request, list[int]]:
+    """One request (see pha.shim.encode_request) and three descriptors, all of
+    it before `deadline` (time.monotonic())."""
+    data, fds, size = b"", [], -1
+    try:
+        while size < 0 or len(data) < size:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("request not received in time")
             conn.settimeout(remaining)
             chunk, more, flags, _ = socket.recv_fds(conn, 1 << 16, 3)
             fds.extend(more)
-            if not chunk or len(data) + len(chunk) > MAX_REQUEST or flags & socket.MSG_CTRUNC:
-                raise ValueError("truncated or oversized request")
             data += chunk
-        request = ast.literal_eval(data.decode())
-        _check_request(request, fds)
+            if not chunk or len(data) > MAX_REQUEST + 16 or flags & socket.MSG_CTRUNC or len(fds) > 3:
+                raise ValueError("truncated or oversized request")
+            if size < 0 and b"\n" in data:
+                header, _, data = data.partition(b"\n")
+                size = int(header) if header.isdigit() and len(header) < 9 else MAX_REQUEST + 1
+                if size > MAX_REQUEST:
+                    raise ValueError("oversized request")
+        if len(data) != size or len(fds) != 3:
+            raise ValueError("malformed request")
+        return decode_request(data), fds
     except BaseException:
         for fd in fds:
             os.close(fd)
         raise
-    return request, fds
 
 
-def _check_request(request: object, fds: list[int]) -> None:
-    ok = (len(fds) == 3 and isinstance(request, dict)
-          and isinstance(request.get("agent"), str) and AGENT_NAME.fullmatch(request["agent"])
-          and isinstance(request.get("argv"), list) and all(isinstance(a, str) for a in request["argv"])
-          and isinstance(request.get("env"), dict)
-          and all(isinstance(k, str) and isinstance(v, str) for k, v in request["env"].items())
-          and isinstance(request.get("cwd"), str) and isinstance(request.get("umask"), int))
-    if not ok:
+class Request(NamedTuple):
+    agent: str
+    argv: list[str]
+    cwd: bytes
+    umask: int
+    env: dict[bytes, bytes]
+
+
+def decode_request(payload: bytes) -> Request:
+    """The fields of pha.shim.encode_request; ValueError when anything is off."""
+    fields = payload.split(b"\0")
+    if len(fields) < 5 or fields[0] != REQUEST_MAGIC or not fields[3].isdigit() or not fields[4].isdigit():
         raise ValueError("malformed request")
+    agent, argc = fields[1].decode("ascii"), int(fields[4])
+    if not AGENT_NAME.fullmatch(agent) or len(fields) < 5 + argc:
+        raise ValueError("malformed request")
+    env = {}
+    for item in fields[5 + argc:]:
+        key, equals, value = item.partition(b"=")
+        if not key or not equals:
+            raise ValueError("malformed request")
+        env[key] = value
+    return Request(agent, [os.fsdecode(arg) for arg in fields[5:5 + argc]], fields[2],
+                   int(fields[3]) & 0o777, env)

@@ -81,7 +81,8 @@ build() {
   rm -rf --one-file-system "$root"
   mv "$new" "$root"
   echo "rootfs.sh: built $root in $((SECONDS - t0)) s ($(du -sh "$root" | cut -f1))"
-  chroot "$root" dpkg-query -W pacemaker corosync pcs resource-agents 'postgresql-[0-9]*' python3 | sed 's/^/  /'
+  chroot "$root" dpkg-query -W -f '${db:Status-Abbrev} ${Package} ${Version}\n' pacemaker corosync pcs \
+    resource-agents 'postgresql-[0-9]*' python3 2>/dev/null | awk '$1 == "ii" {print "  " $2, $3}'
 }
 
 # In a private mount namespace (see `run`): mount what the root needs, then run "$@" in the checkout.

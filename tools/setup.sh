@@ -3,20 +3,22 @@
 #   tools/setup.sh                  packages and the venv (idempotent)
 #   tools/setup.sh --main           then the main job: a 3-node lab cluster with pha's agents, its status
 #   tools/setup.sh --apt-only       the apt packages only (tools/rootfs.sh builds a root file system with it)
-#   tools/setup.sh --list-packages  print the package list (PostgreSQL as `postgresql`: see below)
+#   tools/setup.sh --list-packages  print the package list (PostgreSQL and fence_ipmilan: see below)
 # PostgreSQL: the release's own (the server the `postgresql` metapackage depends on, else the newest
-# postgresql-N apt knows); nothing is added when a server is already installed. The venv is .venv in
+# postgresql-N apt knows); nothing is added when a server is already installed. fence_ipmilan:
+# fence-agents-ipmilan where the release has it (13), else fence-agents (12). The venv is .venv in
 # the checkout, or PHA_VENV (tools/rootfs.sh keeps the other release's venv outside the checkout).
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 APT_PACKAGES=(pacemaker pacemaker-cli-utils corosync pcs resource-agents
               user-mode-linux ipvsadm busybox-static libxml2-utils haproxy python3-venv
-              gcc libc6-dev)  # gcc: tools/uml-run builds a small preload for linux.uml
+              gcc libc6-dev   # gcc: tools/uml-run builds a small preload for linux.uml
+              openipmi ipmitool)   # the lab's BMCs (pha.lab.fence), with fence_ipmilan below
 VENV=${PHA_VENV:-.venv}
 mode=${1:-}
 case "$mode" in
   ""|--main|--apt-only) ;;
-  --list-packages) printf '%s\n' "${APT_PACKAGES[@]}" postgresql; exit 0 ;;
+  --list-packages) printf '%s\n' "${APT_PACKAGES[@]}" postgresql fence_ipmilan; exit 0 ;;
   *) echo "usage: $0 [--main | --apt-only | --list-packages]" >&2; exit 2 ;;
 esac
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (the lab needs namespaces and mounts)" >&2; exit 1; }
@@ -35,6 +37,8 @@ pg_server_package() {
   echo "$pkg"
 }
 
+apt_has() { apt-cache show "$1" >/dev/null 2>&1; }
+
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -44,6 +48,10 @@ if ! pg_server_installed; then
   if [ -z "$pg" ]; then apt_update; pg=$(pg_server_package); fi
   [ -n "$pg" ] || { echo "setup.sh: apt knows no postgresql-N package" >&2; exit 1; }
   missing+=("$pg")
+fi
+if [ ! -x /usr/sbin/fence_ipmilan ]; then
+  apt_has fence-agents || apt_update
+  if apt_has fence-agents-ipmilan; then missing+=(fence-agents-ipmilan); else missing+=(fence-agents); fi
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup.sh: installing ${missing[*]}"

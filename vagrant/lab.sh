@@ -4,7 +4,8 @@
 # uplink: the nodes reach each other and the host's vagrant, nothing else, and nothing is added
 # to the host's own network (no bridge, address, route or iptables rule).
 #
-#   vagrant/lab.sh up [vagrant args]     build what is missing (box, wheelhouse), then vagrant up
+#   vagrant/lab.sh up [vagrant args]     prepare, then vagrant up
+#   vagrant/lab.sh prepare               build what is missing (box, wheelhouse), add the box, netns
 #   vagrant/lab.sh ssh node1 -c 'sudo pha status'
 #   vagrant/lab.sh destroy               vagrant destroy -f, then the namespace goes
 #   vagrant/lab.sh in-netns CMD ...      any command in the lab's namespace
@@ -70,6 +71,8 @@ prepare() {
 
 [ "$(id -u)" = 0 ] || { echo "lab.sh: run as root (LXC containers, network namespaces)" >&2; exit 1; }
 case "${1:-}" in
+  prepare)
+    prepare;;
   up)
     prepare
     in_netns vagrant "$@";;
@@ -88,7 +91,7 @@ case "${1:-}" in
   in-netns)
     in_netns "${@:2}";;
   "")
-    sed -n '2,16s/^# \{0,1\}//p' "$0"; exit 2;;
+    sed -n '2,17s/^# \{0,1\}//p' "$0"; exit 2;;
   *)
     [ -e "/run/netns/$NETNS" ] || { echo "lab.sh: no lab (run lab.sh up)" >&2; exit 1; }
     in_netns vagrant "$@";;

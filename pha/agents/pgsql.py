@@ -48,13 +48,17 @@ AGENT = ocf.Agent(
               "timeline forked off the cluster's history refuses to start (repair it with "
               "cls_repair_by_pg_rewind). Passwords come from a passfile, never from the CIB."),
     params=[
-        P("pgctl", default="/usr/lib/postgresql/15/bin/pg_ctl", shortdesc="pg_ctl path",
-          longdesc="Path of pg_ctl: PostgreSQL's programs are taken from its directory. "
-                   "Empty: the programs of PGDATA's version (PG_VERSION), where the distribution installs them."),
+        P("pgctl", default="", shortdesc="pg_ctl path (empty: PGDATA's version's)",
+          longdesc="Empty (the default): the agent runs the programs of PGDATA's major version (its PG_VERSION "
+                   "file), where the distribution installs them (/usr/lib/postgresql/N/bin, /usr/pgsql-N/bin), "
+                   "else pg_config's or PATH's when they are that version. Set it only to run other programs: "
+                   "postgres, pg_controldata, pg_rewind... are then taken from pg_ctl's directory (pg_ctl "
+                   "itself is not run)."),
         P("psql", deprecated=True, shortdesc="Unused (psql path)",
           longdesc="Accepted for pha4pgsql configurations and ignored: the agent speaks SQL itself."),
-        P("pgdata", default="/var/lib/postgresql/15/main", shortdesc="Data directory",
-          longdesc="PGDATA: owned by pgdba, mode 0700 or 0750."),
+        P("pgdata", required=True, shortdesc="Data directory",
+          longdesc="PGDATA: owned by pgdba, mode 0700 or 0750. Required: the agent guesses no version "
+                   "(Debian's is /var/lib/postgresql/N/main, the PGDG RPMs' /var/lib/pgsql/N/data)."),
         P("pgdba", default="postgres", shortdesc="Database superuser and OS user",
           longdesc="OS user that runs PostgreSQL; the agent connects as this database user."),
         P("pghost", deprecated=True, replaced_with=("socketdir",), shortdesc="Unused (host)",
@@ -65,8 +69,13 @@ AGENT = ocf.Agent(
           longdesc="Path of postgresql.conf; default PGDATA/postgresql.conf."),
         P("socketdir", default="/var/run/postgresql", shortdesc="Unix socket directory"),
         P("start_opt", default="", shortdesc="Extra postgres options for start"),
-        P("ctl_opt", default="", shortdesc="Extra pg_ctl options"),
-        P("logfile", default="/dev/null", shortdesc="Server log file (pg_ctl -l)"),
+        P("ctl_opt", default="", deprecated=True, shortdesc="Unused (extra pg_ctl options)",
+          longdesc="Accepted for pha4pgsql configurations: pg_ctl is no longer run (the agent starts postgres "
+                   "itself, without a shell), so these options are only checked to split into words. "
+                   "Put server options in start_opt."),
+        P("logfile", default="/dev/null", shortdesc="Server log file",
+          longdesc="Where the postmaster's stdout and stderr go (opened by root, appended to, before "
+                   "PostgreSQL starts as pgdba). A failed start quotes its last lines."),
         P("tmpdir", default="/run/pha/pgsql", shortdesc="Agent state directory",
           longdesc="Where the agent keeps its small state file (mode 0700)."),
         P("rep_mode", "select", options=("async", "sync"), default="async",
@@ -93,11 +102,28 @@ AGENT = ocf.Agent(
                    "of node_list has published its WAL position, or after this many monitors."),
         P("check_wal_receiver", "boolean", default=True, shortdesc="Publish the WAL receiver state"),
         P("stop_escalate", "integer", default=10, check=_positive,
-          shortdesc="Seconds of fast shutdown before immediate"),
+          shortdesc="Seconds of fast shutdown before immediate",
+          longdesc="stop asks for a fast shutdown, after this many seconds for an immediate one, and a few "
+                   "seconds later kills (SIGKILL) the postmaster and every server process left: a stop "
+                   "returns only once none is left."),
         P("wal_timeout", "integer", default=5, check=_positive,
           shortdesc="Seconds before a silent replication peer counts as gone",
           longdesc="wal_sender_timeout and wal_receiver_timeout: how soon the primary notices a "
                    "standby it cannot reach (then the sync fallback can act) and a standby its primary."),
+        P("auto_rewind", "boolean", default=True, shortdesc="Rewind a forked node at start",
+          longdesc=("A node whose timeline forked off the cluster's history (an old primary that wrote WAL "
+                    "the new primary never received) is rewound from the primary by its start (pg_rewind), "
+                    "then starts as a standby. The WAL undone is kept first under rewind_keep_dir with a "
+                    "summary of its commits (in sync mode none was acknowledged; in async mode some may "
+                    "have been). The node attribute pgsql-rewound says when, how many bytes and where. "
+                    "false: the start refuses and names cls_repair_by_pg_rewind.")),
+        P("rewind_keep_dir", default="/var/lib/pha/rewind", shortdesc="Where rewound WAL is kept",
+          longdesc="Root's directory (mode 0700, outside PGDATA, on persistent storage): one subdirectory "
+                   "per rewind, with the diverged WAL segments (up to 1 GiB) and summary.txt."),
+        P("rewind_reclone", "boolean", default=False, shortdesc="Re-clone when a rewind cannot help",
+          longdesc="When pg_rewind cannot repair the node (no wal_log_hints nor checksums, pg_rewind "
+                   "failed), copy the primary afresh with pg_basebackup; the old data directory is moved "
+                   "aside (PGDATA.pha-old-<time>), never deleted. The start timeout must cover the copy."),
         P("max_lag", "integer", default=0, check=_not_negative,
           shortdesc="Bytes of replay lag that make a standby unpromotable (0: no limit)"),
         P("monitor_user", shortdesc="Unused (monitor user)", deprecated=True, replaced_with=("pgdba",),

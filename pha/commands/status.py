@@ -14,11 +14,11 @@ from typing import Optional
 
 import click
 
-from pha import crm
+from pha import crm, fencing
 from pha.commands import common
 from pha.commands.common import EXIT_FAILED, Cib, Cluster, Failed, emit, json_option
 from pha.pgsql import decide
-from pha.pgsql.names import ATTR_DATA, ATTR_LAG, ATTR_RECEIVER, ATTR_STATUS, STREAMING, STREAMING_SYNC
+from pha.pgsql.names import ATTR_DATA, ATTR_LAG, ATTR_RECEIVER, ATTR_REWOUND, ATTR_STATUS, STREAMING, STREAMING_SYNC
 
 VIP_AGENTS = ("ocf:pha:vip", "ocf:heartbeat:IPaddr2")
 LVS_AGENT = "ocf:pha:lvsdr"
@@ -87,7 +87,8 @@ def summarize(view: crm.ClusterStatus, cib: Cib, repl_info: Optional[str],
         entry = {"online": bool(node and node.online), "standby": bool(node and node.standby),
                  "maintenance": bool(node and node.maintenance), "role": role,
                  "pgsql_status": attrs.get(ATTR_STATUS), "data_status": attrs.get(ATTR_DATA),
-                 "lag_bytes": common.int_attribute(view, name, ATTR_LAG), "receiver": attrs.get(ATTR_RECEIVER)}
+                 "lag_bytes": common.int_attribute(view, name, ATTR_LAG), "receiver": attrs.get(ATTR_RECEIVER),
+                 "rewound": attrs.get(ATTR_REWOUND)}
         node_report[name] = entry
         if node is None:
             problems.append(f"{name} (node_list) is not a node of this cluster")
@@ -134,6 +135,7 @@ def summarize(view: crm.ClusterStatus, cib: Cib, repl_info: Optional[str],
     for director in cib.by_agent(LVS_AGENT):
         if not view.resource_nodes(director.top):
             problems.append(f"LVS director {director.id} is not running")
+    warnings += fencing.cluster_warnings(summary.stonith_enabled, (r.agent for r in view.resources))
     for failure in view.failures:
         warnings.append(f"failed {failure.task} of {failure.op_key.rsplit('_', 2)[0]} on {failure.node}: "
                         f"{(failure.exit_reason or failure.rc_text).strip()}")
@@ -215,6 +217,11 @@ def render(report: dict) -> str:
         lines.append("standbys:   -")
     info = report["repl_info"]
     lines.append(f"REPL_INFO:  {info['raw'] if info else '-'}  (rep_mode {report['rep_mode']})")
+    for name, entry in report["nodes"].items():
+        when, _, rest = (entry.get("rewound") or "").partition(" ")
+        size, _, kept = rest.partition(" ")
+        if when:   # the agent's last automatic rewind there (pgsql-rewound)
+            lines.append(f"rewound:    {name} at {when}: {size} bytes of WAL kept in {kept}")
     for vid, vip in report["vips"].items():
         if vip["role"] == "reader":
             lines.append(f"reader VIP: {vid} {vip['address']} on {', '.join(vip['nodes']) or 'no node'}")

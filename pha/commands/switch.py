@@ -168,7 +168,12 @@ def online_switch_cmd(to: Optional[str], timeout: int, as_json: bool) -> None:
 def controldata_position(settings: dict[str, str]) -> tuple[int, str, bool]:
     """(timeline, checkpoint LSN, cleanly shut down) of this node's PGDATA, from pg_controldata."""
     import pwd
-    bindir = os.path.dirname(settings["pgctl"])
+    from pha.pgsql import binaries
+    from pha.pgsql.process import PgError
+    try:
+        bindir = binaries.bindir_for(settings["pgdata"], settings.get("pgctl", ""))
+    except PgError as err:
+        raise Failed(str(err)) from None
     account = pwd.getpwnam(settings["pgdba"])
     done = subprocess.run([os.path.join(bindir, "pg_controldata"), "-D", settings["pgdata"]],
                           capture_output=True, text=True, timeout=30, user=account.pw_uid,

@@ -559,9 +559,9 @@ class Lab:
         """
         from pha.lab import network
         t0 = time.monotonic()
-        info = self._read_info() or self.info        # on disk: the BMCs (pha.lab.fence) update it
         from pha.lab import fence as bmc
-        bmc.stop(self.state_dir, info)                # first: no power-on races the teardown
+        bmc.stop(self.state_dir, self._read_info() or self.info)   # first: no power-on races the teardown
+        info = self._read_info() or self.info        # on disk: the BMCs (pha.lab.fence) update it
         records = info.get("nodes", {}).values()
         inits = {r["pid"]: r["pid_start"] for r in records if r.get("pid")}
         _kill(inits, signal.SIGTERM)

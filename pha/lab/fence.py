@@ -51,6 +51,7 @@ BMC_DIR = "bmc"
 LOCK_FILE = "power.lock"
 READY_FILE = "ready"
 START_TIMEOUT = 10.0
+BOOT_DELAY = 8.0
 KILL_TIMEOUT = 15.0
 _SAFE = re.compile(r"[A-Za-z0-9_./+-]+")   # the chassis control command goes through ipmi_sim's shell
 
@@ -176,7 +177,7 @@ def start(lab: "Lab") -> dict[str, str]:
     root.mkdir(mode=0o700)
     password = secrets.token_hex(8)          # IPMI 1.5 passwords are at most 16 bytes
     _write(root / "password", password + "\n", 0o600)
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", config.INSTANCE_ENV: str(config.INSTANCE),
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     bmcs: dict[str, dict] = {}
     for node in lab.nodes:
@@ -237,6 +238,8 @@ def power_status(lab: "Lab", node: str) -> Optional[bool]:
 def stop(state_dir: Path, info: Mapping) -> None:
     """Stop the BMCs (before the nodes go down: no power-on may race the teardown)."""
     bmcs = (info.get("fencing") or {}).get("bmcs", {})
+    if not bmcs:
+        return
     processes = {b["pid"]: b["pid_start"] for b in bmcs.values() if b.get("pid")}
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid, start_time in processes.items():
@@ -248,9 +251,13 @@ def stop(state_dir: Path, info: Mapping) -> None:
         deadline = time.monotonic() + 5
         while any(_start_time(p) == s for p, s in processes.items()) and time.monotonic() < deadline:
             time.sleep(0.05)
-    if state_dir.exists():
-        with locked(state_dir):     # a power operation under way finishes first
-            pass
+    if (state_dir / "lab.json").exists():
+        from pha.lab.core import Lab
+        with locked(state_dir):     # a power operation under way finishes first; no boot follows
+            lab = Lab.load(state_dir)
+            for record in lab.info["nodes"].values():
+                record["booting"] = False
+            lab._save_info()
 
 
 # --- power ----------------------------------------------------------------------------------------
@@ -270,19 +277,25 @@ def _start_time(pid: int) -> Optional[int]:
     return start_time(pid)
 
 
-def is_on(lab: "Lab", node: str) -> bool:
+def is_running(lab: "Lab", node: str) -> bool:
     record = lab.info["nodes"][node]
     return bool(record.get("pid")) and _start_time(record["pid"]) == record.get("pid_start")
+
+
+def is_on(lab: "Lab", node: str) -> bool:
+    """Powered: running, or booting (see power_on)."""
+    return is_running(lab, node) or bool(lab.info["nodes"][node].get("booting"))
 
 
 def power_off(lab: "Lab", node: str) -> None:
     """Cut node's power: kill its PID 1 (and so its PID namespace), unplug its NIC."""
     from pha.lab import network
     record = lab.info["nodes"][node]
-    if is_on(lab, node):
+    record["booting"] = False
+    if is_running(lab, node):
         os.kill(record["pid"], signal.SIGKILL)
     deadline = time.monotonic() + KILL_TIMEOUT
-    while is_on(lab, node) or _start_time(record.get("unshare_pid") or 0) == record.get("unshare_start"):
+    while is_running(lab, node) or _start_time(record.get("unshare_pid") or 0) == record.get("unshare_start"):
         if time.monotonic() > deadline:
             raise FenceError(f"{node}: PID {record['pid']} did not die within {KILL_TIMEOUT:.0f}s")
         time.sleep(0.02)
@@ -290,6 +303,7 @@ def power_off(lab: "Lab", node: str) -> None:
     if os.path.exists(network.netns_path(netns)):
         record["port_up"] = network.port_is_up(node)
         network.destroy([netns])
+    _wait_port_gone(node)
     try:
         os.unlink(lab.state_dir / node / READY_FILE)
     except FileNotFoundError:
@@ -297,11 +311,48 @@ def power_off(lab: "Lab", node: str) -> None:
 
 
 def power_on(lab: "Lab", node: str) -> None:
-    """Plug node's NIC back in (its switch port as it was) and boot it."""
+    """Plug node's NIC back in (its switch port as it was) and have it boot BOOT_DELAY s later.
+
+    A server takes that long at least: by then the fence action that powered it on has
+    returned and the cluster knows it fenced the node. A node rejoining before that hears
+    of its own fencing and stops (fence-reaction=stop).
+    """
     if is_on(lab, node):
         return
     _plug(node, bool(lab.info["nodes"][node].get("port_up", True)))
-    lab._start_nodes([node])
+    lab.info["nodes"][node]["booting"] = True
+    subprocess.Popen([sys.executable, "-m", "pha.lab.fence", "boot", str(lab.state_dir), node],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     cwd="/", start_new_session=True)
+
+
+def boot(state_dir: str, node: str) -> int:
+    """Boot node after BOOT_DELAY, unless it was powered off (or the lab went down) meanwhile."""
+    from pha.lab.core import Lab
+    time.sleep(BOOT_DELAY)
+    if not (Path(state_dir) / "lab.json").exists():
+        return 0
+    with locked(Path(state_dir)):
+        lab = Lab.load(state_dir)
+        record = lab.info["nodes"][node]
+        if not record.get("booting") or is_running(lab, node):
+            return 0
+        record["booting"] = False
+        lab._start_nodes([node])
+    return 0
+
+
+def _wait_port_gone(node: str) -> None:
+    """The kernel frees a deleted namespace (and its veth) in the background: wait for the switch port
+    to go, or power on could not plug a new one in."""
+    from pyroute2 import NetNS
+    deadline = time.monotonic() + KILL_TIMEOUT
+    with NetNS(config.SWITCH_NETNS) as switch:
+        while switch.link_lookup(ifname=config.switch_port(node)):
+            if time.monotonic() > deadline:
+                raise FenceError(f"{node}: switch port {config.switch_port(node)} still there "
+                                 f"{KILL_TIMEOUT:.0f}s after its namespace was deleted")
+            time.sleep(0.05)
 
 
 def _plug(node: str, port_up: bool) -> None:
@@ -361,14 +412,31 @@ def chassis_control(state_dir: str, node: str, args: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 4 or argv[1] != "power":
-        print("usage: python -m pha.lab.fence power STATE_DIR NODE get|set ...")
+    if len(argv) < 4 or argv[1] not in ("power", "boot"):
+        print("usage: python -m pha.lab.fence power STATE_DIR NODE get|set ... | boot STATE_DIR NODE")
         return 2
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])   # ipmi_sim's blocked signals must not reach the node
+    state_dir, node = argv[2], argv[3]
     try:
-        return chassis_control(argv[2], argv[3], argv[4:])
-    except Exception as exc:    # ipmi_sim shows our stdout in its log: say what went wrong there
-        print(f"{argv[3]}: power control failed: {type(exc).__name__}: {exc}")
-        return 1
+        if argv[1] == "boot":
+            code = boot(state_dir, node)
+        else:
+            code = chassis_control(state_dir, node, argv[4:])
+        outcome = f"exit {code}"
+    except Exception as exc:    # ipmi_sim passes our stdout to syslog; the power log keeps it too
+        print(f"{node}: power control failed: {type(exc).__name__}: {exc}")
+        code, outcome = 1, f"failed: {type(exc).__name__}: {exc}"
+    _log(state_dir, node, f"{' '.join(argv[4:]) or argv[1]}: {outcome}")
+    return code
+
+
+def _log(state_dir: str, node: str, line: str) -> None:
+    """One line in BMC_DIR/<node>/power.log: what the BMC did, when (the lab tests time fencing by it)."""
+    try:
+        with open(Path(state_dir) / BMC_DIR / node / "power.log", "a") as log:
+            log.write(f"{time.time():.3f} {line}\n")
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

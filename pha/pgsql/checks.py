@@ -11,9 +11,9 @@ from pha.pgsql.context import Ctx
 
 
 def validate(res: ocf.Resource) -> None:
+    from pha.pgsql import binaries, context
+    from pha.pgsql.process import PgError
     p = res.params
-    if p["pgctl"] and not os.access(str(p["pgctl"]), os.X_OK):   # empty: PGDATA's version's programs
-        raise ocf.OCFError(ocf.ERR_INSTALLED, f"parameter pgctl={p['pgctl']}: not an executable")
     try:
         account = pwd.getpwnam(str(p["pgdba"]))
     except KeyError:
@@ -24,16 +24,28 @@ def validate(res: ocf.Resource) -> None:
     except OSError:
         # This node's problem (a wiped disk, say): ERR_INSTALLED keeps the others running.
         raise ocf.OCFError(ocf.ERR_INSTALLED, f"parameter pgdata={pgdata}: no such directory") from None
-    version_file = os.path.join(pgdata, "PG_VERSION")
-    if not os.path.exists(version_file):
-        raise ocf.OCFError(ocf.ERR_INSTALLED, f"parameter pgdata={pgdata}: not a PostgreSQL data directory")
     if st.st_uid != account.pw_uid or st.st_mode & 0o027:
         raise ocf.OCFError(ocf.ERR_CONFIGURED, f"parameter pgdata={pgdata}: must be owned by "
                            f"{p['pgdba']} with mode 0700 or 0750")
-    with open(version_file) as f:
-        version = int(f.read().strip().split(".")[0])
+    try:
+        version = binaries.pg_version(pgdata)
+    except PgError as err:
+        raise ocf.OCFError(ocf.ERR_INSTALLED, str(err)) from None
     if version < 12:
         raise ocf.OCFError(ocf.ERR_CONFIGURED, f"parameter pgdata={pgdata}: PostgreSQL {version}; pha needs 12+")
+    pg = res.cached("instance", lambda: context.instance_of(res))
+    try:
+        pg.bindir      # the programs of PGDATA's version, or pgctl's directory (found once, kept)
+    except PgError as err:
+        raise ocf.OCFError(ocf.ERR_INSTALLED, str(err) if "pgctl" in str(err)
+                           else f"parameter pgctl={p['pgctl']}: {err}") from None
+    try:
+        pg.check_options()
+    except PgError as err:
+        raise ocf.OCFError(ocf.ERR_CONFIGURED, str(err)) from None
+    if not os.path.isabs(str(p["rewind_keep_dir"])):
+        raise ocf.OCFError(ocf.ERR_CONFIGURED,
+                           f"parameter rewind_keep_dir={p['rewind_keep_dir']}: must be an absolute path")
     nodes = str(p["node_list"]).split()
     if res.node_name not in nodes:
         raise ocf.OCFError(ocf.ERR_CONFIGURED,

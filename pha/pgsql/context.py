@@ -18,6 +18,7 @@ from pha.pgsql import decide, names
 
 if TYPE_CHECKING:
     from pha.crm import ClusterStatus
+    from pha.pgsql.instance import Instance
 
 
 class Cluster(Protocol):
@@ -40,6 +41,8 @@ class Postgres(Protocol):
     pgdata: str
     port: int
     socket_path: str
+    config: str          # postgresql.conf
+    conf_path: str       # pha.conf
 
     def is_running(self) -> bool: ...
     def port_in_use(self) -> bool: ...
@@ -69,6 +72,7 @@ class State:
     repl_info: Optional[str] = None  # the REPL_INFO this primary wrote
     receiver_seen: Optional[str] = None  # WAL receiver status at the last monitor
     stop_follows: bool = False       # the pre-demote notification said a stop follows
+    conf_checked_at: float = 0.0     # time.time() of the last attempt to put pha.conf in effect
 
     @classmethod
     def from_json(cls, data: object) -> "State":
@@ -253,12 +257,16 @@ class Ctx:
         return time.time() - state.promoted_at
 
 
+def instance_of(res: ocf.Resource) -> "Instance":
+    """The PostgreSQL instance the parameters describe (pgctl empty: PGDATA's version's programs)."""
+    from pha.pgsql.instance import Instance
+    p = res.params
+    return Instance(str(p["pgctl"] or ""), str(p["pgdata"]), int(p["pgport"]), str(p["socketdir"]),
+                    str(p["pgdba"]), str(p["pgdb"]), p["config"], str(p["start_opt"]),
+                    str(p["ctl_opt"]), str(p["logfile"]) if p["logfile"] else None)
+
+
 def build(res: ocf.Resource) -> Ctx:
     """The production wiring: Pacemaker's CLIs and the PostgreSQL instance of the parameters."""
     from pha.crm import Crm
-    from pha.pgsql.instance import Instance
-    p = res.params
-    pg = Instance(str(p["pgctl"]), str(p["pgdata"]), int(p["pgport"]), str(p["socketdir"]),
-                  str(p["pgdba"]), str(p["pgdb"]), p["config"], str(p["start_opt"]),
-                  str(p["ctl_opt"]), str(p["logfile"]) if p["logfile"] else None)
-    return Ctx(res, Crm(), pg)
+    return Ctx(res, Crm(), res.cached("instance", lambda: instance_of(res)))

@@ -26,6 +26,8 @@ INCLUDE_LINE = "include_if_exists = '{path}'  # added by pha: recovery and sync 
 IMMEDIATE_WAIT = 5.0      # seconds an immediate shutdown gets before SIGKILL
 TOOL_TIMEOUT = 30.0
 _GUC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*", re.ASCII)
+
+
 def split_options(name: str, text: str) -> list[str]:
     """A parameter holding options (start_opt), split as a POSIX shell would split
     words, without any shell; PgError naming the parameter when it cannot be."""

@@ -20,6 +20,7 @@ ATTR_TIMELINE = "pgsql-timeline"        # transient
 ATTR_LAG = "pgsql-replay-lag"           # transient, on standbys: bytes received but not replayed
 ATTR_RECEIVER = "pgsql-receiver"        # transient, on standbys: WAL receiver status
 ATTR_BASELINE = "pgsql-master-baseline"  # transient, on the primary: LSN at promotion
+ATTR_REWOUND = "pgsql-rewound"          # forever: "<UTC time> <bytes> <dir>" of the last automatic rewind
 STANDBY_ONLY_ATTRS = (ATTR_LSN, ATTR_TIMELINE, ATTR_RECEIVER, ATTR_LAG)
 
 # pgsql-status values

@@ -2,11 +2,16 @@
 slots and synchronous_standby_names."""
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 from pha import ocf
 from pha.pgsql import decide, names
 from pha.pgsql.context import Ctx, State
+from pha.pgsql.process import PgError
+
+CONF_RETRY = 60.0        # seconds between two attempts to put pha.conf in effect
 
 
 def monitor_primary(ctx: Ctx, conn: Any, state: State) -> int:
@@ -23,6 +28,7 @@ def monitor_primary(ctx: Ctx, conn: Any, state: State) -> int:
         ctx.step_aside()
         ctx.pg.stop(1, immediate=True)
         raise ocf.OCFError(ocf.ERR_GENERIC, "lost the distributed lock: PostgreSQL stopped")
+    ensure_conf_in_effect(ctx, conn, state)
     if ctx.since_promotion(state) < decide.SETTLE:
         return ocf.RUNNING_PROMOTED
     # Other nodes write some of these too (start, stop): compare with what the
@@ -51,6 +57,35 @@ def monitor_primary(ctx: Ctx, conn: Any, state: State) -> int:
         manage_sync(ctx, conn, state, sum(1 for s in standbys if s.state == "streaming"))
     ctx.save(state)
     return ocf.RUNNING_PROMOTED
+
+
+def ensure_conf_in_effect(ctx: Ctx, conn: Any, state: State) -> None:
+    """pha.conf's settings are in effect: a primary the agent did not start (adopted
+    by `pha setup`) may read a postgresql.conf without the include, and would never
+    take synchronous_standby_names. One cheap query per monitor; when the include is
+    missing it is added and PostgreSQL reloaded, at most once a minute."""
+    rows = conn.execute("select name, setting, sourcefile from pg_settings"
+                        " where name in ('config_file', 'synchronous_standby_names')").fetchall()
+    found = {name: (setting, sourcefile) for name, setting, sourcefile in rows}
+    sync_setting, source = found.get("synchronous_standby_names", ("", None))
+    if source == ctx.pg.conf_path or time.time() - state.conf_checked_at < CONF_RETRY:
+        return
+    state.conf_checked_at = time.time()
+    config_file = found.get("config_file", ("", None))[0]
+    if config_file and os.path.abspath(config_file) != os.path.abspath(ctx.pg.config):
+        ctx.log.warning(f"PostgreSQL reads {config_file}, not parameter config={ctx.pg.config}: pha.conf "
+                        "is not in effect (no synchronous standby); set config to the file it reads")
+        return
+    try:
+        if not os.path.exists(ctx.pg.conf_path):
+            ctx.pg.write_conf(ctx.settings(sync_setting or ""))
+        ctx.pg.ensure_included()
+    except PgError as err:
+        ctx.log.warning(f"pha.conf is not in effect and cannot be included: {err}")
+        return
+    conn.execute("select pg_reload_conf()")
+    ctx.log.warning(f"pha.conf was not in effect (PostgreSQL not started by the agent?): included from "
+                    f"{ctx.pg.config}, configuration reloaded")
 
 
 def reassert_repl_info(ctx: Ctx, state: State) -> None:

@@ -197,7 +197,7 @@ def spawn_postmaster(who: pwd.struct_passwd, argv: list[str], pgdata: str, logfi
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, cwd=pgdata, env=env,
                                 start_new_session=True, **_as(who))
     except (OSError, ValueError, subprocess.SubprocessError) as err:
-        what = f"logfile={logfile}" if log_fd is None and logfile else os.path.basename(argv[0])
+        what = f"parameter logfile={logfile}" if log_fd is None and logfile else os.path.basename(argv[0])
         raise PgError(f"cannot start PostgreSQL ({what}): {err}") from None
     finally:
         if log_fd is not None:

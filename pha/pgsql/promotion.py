@@ -160,7 +160,7 @@ def demote(ctx: Ctx) -> int:
         ctx.unlock()
         ctx.score(ctx.me, 1)  # no longer the primary's 1000; the new primary rates it
         ctx.publish(state, names.ATTR_STATUS, decide.HS_ALONE)
-        start_postgres(ctx)
+        start_postgres(ctx, ctx.action_timeout("120000"))
     ctx.log.info("demoted: running as a standby of " + str(ctx.params["master_ip"]))
     return ocf.SUCCESS
 

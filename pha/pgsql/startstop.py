@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
@@ -14,7 +15,9 @@ from pha.pgsql.instance import PgError
 
 
 def start(ctx: Ctx) -> int:
-    """Start as a standby, or as the held primary REPL_INFO records (read-only until promoted)."""
+    """Start as a standby, or as the held primary REPL_INFO records (read-only until promoted).
+    A node whose timeline forked is rewound first (auto_rewind), else refused."""
+    deadline = time.monotonic() + ctx.action_timeout("120000")
     check_auto_conf(ctx)
     if ctx.pg.is_running():
         return ocf.SUCCESS if ctx.role() else ocf.ERR_GENERIC
@@ -22,18 +25,22 @@ def start(ctx: Ctx) -> int:
         raise ocf.OCFError(ocf.ERR_CONFIGURED, f"parameter pgport={ctx.pg.port}: another server listens "
                            f"on it ({ctx.pg.socket_path})")
     info = ctx.repl_info()
-    control = ctx.pg.controldata()
-    local_tl = max(int(control.get("Latest checkpoint's TimeLineID", "0")), ctx.pg.wal_timeline())
-    # The checkpoint is where this node's WAL ends at the least; the monitor
-    # checks the true end once the standby has replayed it.
-    local_lsn = decide.parse_lsn(control.get("Latest checkpoint location", "0/0"))
-    guard(ctx, info, local_tl, local_lsn)
-    held = decide.held_primary(info, ctx.me, local_tl, control.get("Database cluster state") == "shut down")
-    ctx.pg.ensure_included()
-    ctx.pg.write_conf(ctx.settings(ctx.primary_sync_names() if held else "", read_only=held))
-    ctx.pg.set_standby(not held)
     with failing_on_pg_error():
-        start_postgres(ctx)
+        control, local_tl, local_lsn = position(ctx)
+        why = fork_verdict(ctx, info, local_tl, local_lsn)
+    if why and info:
+        if not ctx.params["auto_rewind"]:
+            raise ocf.OCFError(ocf.ERR_GENERIC, why)
+        from pha.pgsql import rejoin
+        rejoin.rewind_at_start(ctx, info, why, deadline)
+        with failing_on_pg_error():
+            control, local_tl, local_lsn = position(ctx)
+    held = decide.held_primary(info, ctx.me, local_tl, control.get("Database cluster state") == "shut down")
+    with failing_on_pg_error():
+        ctx.pg.ensure_included()
+        ctx.pg.write_conf(ctx.settings(ctx.primary_sync_names() if held else "", read_only=held))
+        ctx.pg.set_standby(not held)
+        start_postgres(ctx, max(10.0, deadline - time.monotonic()))
     state = State(held=held)  # and a fresh cache of published attributes
     ctx.publish(state, names.ATTR_STATUS, decide.HS_ALONE)
     if held:
@@ -46,6 +53,15 @@ def start(ctx: Ctx) -> int:
     return ocf.SUCCESS
 
 
+def position(ctx: Ctx) -> tuple[dict[str, str], int, int]:
+    """(pg_controldata's fields, timeline, LSN) of the stopped instance. The checkpoint
+    is where this node's WAL ends at the least; the monitor checks the true end once
+    the standby has replayed it."""
+    control = ctx.pg.controldata()
+    timeline = max(int(control.get("Latest checkpoint's TimeLineID", "0")), ctx.pg.wal_timeline())
+    return control, timeline, decide.parse_lsn(control.get("Latest checkpoint location", "0/0"))
+
+
 @contextmanager
 def failing_on_pg_error() -> Iterator[None]:
     """PostgreSQL not doing what was asked (pg_ctl, readiness) fails the action, with its words."""
@@ -55,9 +71,8 @@ def failing_on_pg_error() -> Iterator[None]:
         raise ocf.OCFError(ocf.ERR_GENERIC, str(err)) from None
 
 
-def start_postgres(ctx: Ctx) -> None:
-    """pg_ctl start, then wait until PostgreSQL accepts connections."""
-    timeout = ctx.action_timeout("120000")
+def start_postgres(ctx: Ctx, timeout: float) -> None:
+    """Start the postmaster, then wait until PostgreSQL accepts connections."""
     ctx.pg.start(timeout)
     ctx.pg.wait_ready(timeout)
 
@@ -73,23 +88,45 @@ def publish_position(ctx: Ctx, state: State) -> None:
 
 
 def guard(ctx: Ctx, info: Optional[decide.ReplInfo], timeline: int, lsn: int) -> None:
-    """Refuse a node whose WAL forked off the cluster's history.
+    """Refuse (OCFError) a node whose WAL forked off the cluster's history; with
+    auto_rewind the reason says a restart rewinds it (the start does)."""
+    why = fork_verdict(ctx, info, timeline, lsn)
+    if why and ctx.params["auto_rewind"]:
+        why = why.removeprefix(REPAIR_HINT) + ": its start rewinds it"
+    if why:
+        raise ocf.OCFError(ocf.ERR_GENERIC, why)
+
+
+REPAIR_HINT = "repair with cls_repair_by_pg_rewind: "
+
+
+def fork_verdict(ctx: Ctx, info: Optional[decide.ReplInfo], timeline: int, lsn: int) -> Optional[str]:
+    """Why this node's WAL forked off the cluster's history (naming the repair), or None.
 
     A verdict is remembered (next to the agent's state) until REPL_INFO
     changes or the node is repaired, so a restart cannot slip past it.
     """
     remembered = _remembered_fork(ctx)
     if remembered and info and remembered[0] == info.render() and ctx.pg.wal_timeline() < info.timeline:
-        raise ocf.OCFError(ocf.ERR_GENERIC, remembered[1])
+        return remembered[1]
     history_text = ctx.pg.history(info.timeline) if info else None
     history = decide.parse_history(history_text) if history_text else None
     why = decide.forked(timeline, lsn, info, history)
-    if why and info:
-        # First, as Pacemaker keeps only ~128 characters of an exit reason.
-        why = "repair with cls_repair_by_pg_rewind: " + why
-        files.private_dir(os.path.dirname(ctx.fork_marker))
-        files.write_atomic(ctx.fork_marker, info.render() + "\n" + why)
-        raise ocf.OCFError(ocf.ERR_GENERIC, why)
+    if not why or not info:
+        return None
+    # First, as Pacemaker keeps only ~128 characters of an exit reason.
+    why = REPAIR_HINT + why
+    files.private_dir(os.path.dirname(ctx.fork_marker))
+    files.write_atomic(ctx.fork_marker, info.render() + "\n" + why)
+    return why
+
+
+def forget_fork(ctx: Ctx) -> None:
+    """The node was repaired: its remembered verdict goes."""
+    try:
+        os.unlink(ctx.fork_marker)
+    except FileNotFoundError:
+        pass
 
 
 def _remembered_fork(ctx: Ctx) -> Optional[tuple[str, str]]:

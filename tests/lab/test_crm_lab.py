@@ -1,4 +1,4 @@
-"""pha.crm against the real Pacemaker 2.1.5 of a lab node.
+"""pha.crm against the real Pacemaker of a lab node (2.1 on Debian 12, 3.0 on Debian 13).
 
 Each test runs crm.py's functions inside a lab node (lab.python) and checks
 the result there and, where it matters, in the CIB itself (cibadmin).
@@ -142,12 +142,15 @@ def test_crm_node_and_crm_mon(lab) -> None:
         got = crm_in(lab, node, """
             st = crm.crm_mon()
             print(json.dumps([c.local_node_name(), c.partition_members(), c.has_quorum(),
-                              st.online_nodes(), st.summary.quorum, st.summary.dc]))
+                              st.online_nodes(), st.summary.quorum, st.summary.dc,
+                              st.summary.pacemakerd_state, st.summary.stonith_enabled]))
         """)
-        name, members, quorum, online, mon_quorum, dc = got
+        name, members, quorum, online, mon_quorum, dc, pacemakerd, fencing = got
         assert name == node
         assert sorted(members) == sorted(online) == sorted(lab.nodes)
         assert quorum is True and mon_quorum is True and dc in lab.nodes
+        assert pacemakerd == "running"      # <pacemakerd state> in 2.1, <stack pacemakerd-state> in 3.0
+        assert fencing is False             # stonith-enabled, or fencing-enabled since 3.0.2
 
 
 def quorum_view(lab, node: str, want_quorum: bool, timeout: float = 60) -> list:

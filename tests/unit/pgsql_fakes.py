@@ -18,7 +18,7 @@ import pytest
 
 from pha import crm
 from pha.agents import pgsql as agent
-from pha.pgsql import context, decide
+from pha.pgsql import context, decide, rewind
 
 NODES = ["node1", "node2", "node3"]
 RSC = "pgsql"
@@ -135,6 +135,10 @@ class FakePostgres:
 
     def __init__(self, pgdata: str) -> None:
         self.pgdata = pgdata
+        self.config = os.path.join(pgdata, "postgresql.conf")
+        self.conf_path = os.path.join(pgdata, "pha.conf")
+        self.conf_source: Optional[str] = self.conf_path   # synchronous_standby_names' sourcefile
+        self.config_file = self.config                      # the config_file PostgreSQL reads
         self.port = 5432
         self.socket_path = "/run/postgresql/.s.PGSQL.5432"
         self.running = True
@@ -164,6 +168,8 @@ class FakePostgres:
             ("pg_is_in_recovery()", [(self.in_recovery,)]),
             ("from pg_stat_replication", self.replication),
             ("current_setting('synchronous_standby_names')", [(self.sync_names,)]),
+            ("from pg_settings", [("config_file", self.config_file, None),
+                                  ("synchronous_standby_names", self.sync_names, self.conf_source)]),
             ("pg_reload_conf()", [(True,)]),
             ("select coalesce((select status from pg_stat_wal_receiver)",
              [(self.receiver, self.lag, self.lsn, self.timeline)]),
@@ -258,7 +264,24 @@ class Node:
                        "tmpdir": str(self.tmpdir), **params}
         self.rc: Optional[int] = None
         self.ctx: Optional[context.Ctx] = None
+        # pha.pgsql.rewind's I/O, faked: what a rewind at start returns (or raises), and its calls
+        self.rewind_result: Any = rewind.Result(rewind.NONE, "not forked")
+        self.rewinds: list[dict[str, Any]] = []
+        self.source_up = True
         monkeypatch.setattr(context, "build", self._build)
+        monkeypatch.setattr(rewind, "rewind_instance", self._rewind_instance)
+        monkeypatch.setattr(rewind, "reachable", lambda host, port, timeout=5.0: self.source_up)
+
+    def _rewind_instance(self, pg: Any, info: Any, host: str, port: int, repuser: str, passfile: str = "",
+                         **kw: Any) -> Any:
+        self.rewinds.append({"info": info, "host": host, "port": port, "repuser": repuser,
+                             "passfile": passfile, **kw})
+        if isinstance(self.rewind_result, Exception):
+            raise self.rewind_result
+        if self.rewind_result.action in (rewind.REWIND, rewind.RECLONE):
+            pg.timeline = info.timeline      # pg_rewind brought the primary's timeline
+            pg.control["Latest checkpoint's TimeLineID"] = str(info.timeline)
+        return self.rewind_result
 
     def _build(self, res: Any) -> context.Ctx:
         self.ctx = context.Ctx(res, self.cluster, self.pg)

@@ -55,7 +55,7 @@ def ops(argv: list[str]) -> list[list[str]]:
 def test_pha_cluster_commands() -> None:
     commands = cluster.pcs_commands(spec())
     assert commands[0] == ["pcs", "property", "set", "no-quorum-policy=stop", "stonith-enabled=false"]
-    assert commands[1] == ["pcs", "resource", "defaults", "update", "migration-threshold=1",
+    assert commands[1] == ["pcs", "resource", "defaults", "update", "migration-threshold=3",
                            "failure-timeout=20s", "resource-stickiness=100"]
     create = command(commands, "pcs", "resource", "create", "pgsql")
     assert create[4] == "ocf:pha:pgsql"
@@ -63,7 +63,8 @@ def test_pha_cluster_commands() -> None:
                                "node_list": "node1 node2 node3", "master_ip": "10.79.0.100"}
     assert ["monitor", "interval=2s", "role=Promoted", "timeout=10s"] in ops(create)
     assert ["monitor", "interval=3s", "role=Unpromoted", "timeout=10s"] in ops(create)
-    for action in ("start", "stop", "promote", "demote", "notify"):
+    assert ["start", "timeout=300s"] in ops(create)
+    for action in ("stop", "promote", "demote", "notify"):
         assert [action, "timeout=60s"] in ops(create)
     assert create[create.index("promotable"):] == [
         "promotable", "pgsql-clone", "notify=false", "promoted-max=1", "promoted-node-max=1",

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from pha import ocf
-from pha.pgsql import decide, names
+from pha.pgsql import binaries, decide, names, rewind
 from pha.pgsql.instance import PgError
 from pgsql_fakes import SCORE, WANTED, FakeCluster, Node, primary_node
 from pgsql_fakes import cluster  # noqa: F401  (a fixture)
@@ -89,6 +89,7 @@ def test_a_pg_ctl_failure_fails_the_start(node: Node, capsys: pytest.CaptureFixt
 
 def test_the_fork_guard_refuses_and_remembers(node: Node, cluster: FakeCluster,
                                               capsys: pytest.CaptureFixture) -> None:
+    node.params["auto_rewind"] = "false"
     cluster.props[names.REPL_INFO] = "node2|4|0/5000000"
     node.pg.control["Latest checkpoint location"] = "0/6000000"     # timeline 3 went past the switch
     assert node.run("start") == ocf.ERR_GENERIC
@@ -105,12 +106,121 @@ def test_the_fork_guard_refuses_and_remembers(node: Node, cluster: FakeCluster,
 
 
 def test_a_new_repl_info_lifts_a_remembered_refusal(node: Node, cluster: FakeCluster) -> None:
+    node.params["auto_rewind"] = "false"
     cluster.props[names.REPL_INFO] = "node2|4|0/5000000"
     node.pg.control["Latest checkpoint location"] = "0/6000000"
     assert node.run("start") == ocf.ERR_GENERIC
     cluster.props[names.REPL_INFO] = "node1|3|0/3000000"      # this node is the recorded primary now
     node.pg.control["Database cluster state"] = "shut down"
     assert node.run("start") == ocf.SUCCESS and node.state().held is True
+
+
+# --- start of a forked node: automatic rewind (auto_rewind, on by default) ----------------------------
+KEPT = rewind.Kept("/var/lib/pha/rewind/20261129T220000Z-timeline3-0-5000000", 2, 33554432, False,
+                   "/var/lib/pha/rewind/20261129T220000Z-timeline3-0-5000000/summary.txt", 3)
+
+
+@pytest.fixture
+def forked(node: Node, cluster: FakeCluster) -> Node:
+    """node1, stopped, its timeline 3 past node2's switch to timeline 4."""
+    cluster.props[names.REPL_INFO] = "node2|4|0/5000000"
+    node.pg.control["Latest checkpoint location"] = "0/6000000"
+    node.params.update(passfile="", repuser="rep", pgport="5433")
+    return node
+
+
+def test_a_forked_node_is_rewound_then_starts_as_a_standby(forked: Node, cluster: FakeCluster,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    forked.rewind_result = rewind.Result(rewind.REWIND, "timeline 3 forked", KEPT, "pg_rewind: Done!")
+    assert forked.run("start", timeout=300000) == ocf.SUCCESS
+    [call] = forked.rewinds
+    assert (call["host"], call["port"], call["repuser"], call["passfile"]) == ("10.0.0.100", 5433, "rep", "")
+    assert call["reclone_allowed"] is False and call["keep_root"] == "/var/lib/pha/rewind"
+    assert 200 < call["timeout"] <= 260            # the start's 300 s less 10, less 30 kept for PostgreSQL
+    assert forked.pg.standby_signal is True and ("start",) in forked.pg.calls
+    assert forked.pg.conf["primary_conninfo"].startswith("host=10.0.0.100 port=5433 user=rep")
+    assert not Path(forked.ctx.fork_marker).exists()
+    value = cluster.attrs["node1"][names.ATTR_REWOUND]
+    assert value.endswith(f" 33554432 {KEPT.directory}") and cluster.lifetimes[("node1", names.ATTR_REWOUND)] == "forever"
+    err = capsys.readouterr().err
+    assert "rewinding from node2 (10.0.0.100:5433)" in err and KEPT.summary_path in err and "3 commit(s)" in err
+    assert cluster.attrs["node1"][names.ATTR_TIMELINE] == "4"
+
+
+def test_a_recloned_node_says_where_the_old_data_went(forked: Node, cluster: FakeCluster,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    forked.params["rewind_reclone"] = "true"
+    forked.rewind_result = rewind.Result(rewind.RECLONE, "no wal_log_hints", moved_aside="/data.pha-old-T")
+    assert forked.run("start") == ocf.SUCCESS
+    assert forked.rewinds[0]["reclone_allowed"] is True
+    assert cluster.attrs["node1"][names.ATTR_REWOUND].endswith(" 0 /data.pha-old-T")
+    assert "the old data directory is in /data.pha-old-T" in capsys.readouterr().err
+
+
+def test_a_rewind_that_finds_nothing_to_do_starts_normally(forked: Node, cluster: FakeCluster) -> None:
+    forked.rewind_result = rewind.Result(rewind.NONE, "not forked: this node can follow the cluster's history")
+    assert forked.run("start") == ocf.SUCCESS
+    assert names.ATTR_REWOUND not in cluster.attrs["node1"] and ("start",) in forked.pg.calls
+
+
+@pytest.mark.parametrize("result, reason", [
+    (rewind.Result(rewind.REFUSE, "timeline 3 forked; the primary (node2) cannot be reached to rewind or copy "
+                                  "from: retry once it answers"),
+     "repair: timeline 3 forked; the primary (node2) cannot be reached to rewind or copy from: retry once it "
+     "answers; repair with cls_repair_by_pg_rewind"),
+    (rewind.Result(rewind.REFUSE, "timeline 3 forked; pg_rewind failed: re-clone it (cls_repair_by_pg_rewind "
+                                  "--reclone, or cls_rebuild_slave)"),
+     "repair: timeline 3 forked; pg_rewind failed: re-clone it (cls_repair_by_pg_rewind --reclone, or "
+     "cls_rebuild_slave)\n"),
+    (PgError("pg_basebackup failed (exit 1): connection refused"),
+     "repair: pg_basebackup failed (exit 1): connection refused; repair with cls_repair_by_pg_rewind"),
+    (PermissionError(13, "Permission denied", "/var/lib/pha/rewind"),
+     "repair: [Errno 13] Permission denied: '/var/lib/pha/rewind'"),
+])
+def test_a_refused_rewind_fails_the_start_naming_why(forked: Node, cluster: FakeCluster, capsys: pytest.CaptureFixture,
+                                                    result: object, reason: str) -> None:
+    forked.rewind_result = result
+    assert forked.run("start") == ocf.ERR_GENERIC
+    assert ("start",) not in forked.pg.calls and names.ATTR_REWOUND not in cluster.attrs["node1"]
+    assert "ocf-exit-reason:" + reason in capsys.readouterr().err
+    assert Path(forked.ctx.fork_marker).exists()       # still refused until repaired
+
+
+def test_without_auto_rewind_a_forked_node_is_refused_with_the_repair_named(forked: Node,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    forked.params["auto_rewind"] = "false"
+    assert forked.run("start") == ocf.ERR_GENERIC
+    assert not forked.rewinds
+    assert "ocf-exit-reason:repair with cls_repair_by_pg_rewind: timeline 3 forked" in capsys.readouterr().err
+
+
+def test_the_rewind_waits_a_little_for_the_writer_vip(forked: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = iter([False, False, True])
+    monkeypatch.setattr(rewind, "reachable", lambda host, port, timeout=5.0: next(answers))
+    monkeypatch.setattr("pha.pgsql.rejoin.time.sleep", lambda s: None)
+    forked.rewind_result = rewind.Result(rewind.REWIND, "timeline 3 forked", KEPT)
+    assert forked.run("start") == ocf.SUCCESS
+    assert next(answers, "used up") == "used up" and len(forked.rewinds) == 1
+
+
+def test_a_node_that_did_not_fork_is_never_rewound(node: Node) -> None:
+    assert node.run("start") == ocf.SUCCESS and not node.rewinds
+
+
+def test_start_fails_cleanly_when_pg_controldata_fails(node: Node, capsys: pytest.CaptureFixture) -> None:
+    def broken() -> dict:
+        raise PgError("pg_controldata failed: could not open file global/pg_control")
+    node.pg.controldata = broken
+    assert node.run("start") == ocf.ERR_GENERIC
+    assert "ocf-exit-reason:pg_controldata failed" in capsys.readouterr().err
+
+
+def test_a_pha_conf_that_cannot_be_written_fails_the_start(node: Node, capsys: pytest.CaptureFixture) -> None:
+    def broken(settings: dict) -> bool:
+        raise PgError("setting primary_conninfo: its value holds a newline or NUL")
+    node.pg.write_conf = broken
+    assert node.run("start") == ocf.ERR_GENERIC
+    assert "ocf-exit-reason:setting primary_conninfo" in capsys.readouterr().err
 
 
 # --- stop ------------------------------------------------------------------------------------
@@ -217,6 +327,43 @@ def test_validate_refuses(node: Node, capsys: pytest.CaptureFixture, params: dic
     assert reason in capsys.readouterr().err
 
 
+def test_validate_finds_the_programs_of_pgdatas_version(node: Node, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    node.params["pgctl"] = ""
+    layout = str(Path(node.params["pgdata"]).parent / "pg{major}")
+    monkeypatch.setattr(binaries.bindir_for, "__kwdefaults__",
+                        {"layouts": (layout,), "search_path": "", "run": lambda argv: None})
+    assert node.run("validate-all") == ocf.ERR_INSTALLED
+    err = capsys.readouterr().err
+    assert "PostgreSQL 15 (PG_VERSION of" in err and "set the pgctl parameter" in err
+    bindir = Path(node.params["pgdata"]).parent / "pg15"
+    bindir.mkdir()
+    (bindir / "postgres").write_text("#!/bin/sh\n")
+    (bindir / "postgres").chmod(0o755)
+    assert node.run("validate-all") == ocf.SUCCESS
+
+
+@pytest.mark.parametrize("params, rc, reason", [
+    ({"start_opt": "-c 'unbalanced"}, ocf.ERR_CONFIGURED, "parameter start_opt=-c 'unbalanced"),
+    ({"ctl_opt": "\"open"}, ocf.ERR_CONFIGURED, "parameter ctl_opt="),
+    ({"rewind_keep_dir": "rewind"}, ocf.ERR_CONFIGURED, "parameter rewind_keep_dir=rewind: must be an absolute"),
+])
+def test_validate_refuses_options_that_do_not_split(node: Node, capsys: pytest.CaptureFixture, params: dict,
+                                                    rc: int, reason: str) -> None:
+    node.params.update(params)
+    assert node.run("validate-all") == rc
+    assert reason in capsys.readouterr().err
+
+
+def test_meta_data_names_no_version() -> None:
+    from pha.agents import pgsql
+    by_name = {p.name: p for p in pgsql.AGENT.params}
+    assert by_name["pgctl"].default == "" and by_name["pgdata"].required and by_name["pgdata"].default in (None, "")
+    assert by_name["auto_rewind"].default is True and by_name["rewind_reclone"].default is False
+    import re
+    assert not re.search(r"postgresql/1[0-9]", pgsql.AGENT.metadata())
+
+
 def test_validate_refuses_an_old_or_open_data_directory(node: Node, capsys: pytest.CaptureFixture) -> None:
     pgdata = Path(node.params["pgdata"])
     (pgdata / "PG_VERSION").write_text("11\n")
@@ -278,3 +425,14 @@ def test_production_wiring(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(ctx.crm, Crm) and isinstance(ctx.pg, Instance)
     assert (ctx.pg.pgdata, ctx.pg.port, ctx.pg.socketdir) == (node.params["pgdata"], 5433, "/run/pg")
     assert (ctx.rsc, ctx.me, ctx.nodes, ctx.sync) == ("pgsql", "node1", ["node1", "node2", "node3"], True)
+
+
+def test_pha_status_says_what_was_rewound_and_where() -> None:
+    from pha.commands import status
+    from test_commands import cib, view
+    shown = view("healthy")
+    shown.node_attributes.setdefault("node2", {})[names.ATTR_REWOUND] = f"2026-11-29T22:00:00Z 33554432 {KEPT.directory}"
+    report = status.summarize(shown, cib(), "node1|2|0/40000A0")
+    assert report["healthy"] and report["nodes"]["node2"]["rewound"].startswith("2026-11-29T22:00:00Z")
+    assert (f"rewound:    node2 at 2026-11-29T22:00:00Z: 33554432 bytes of WAL kept in {KEPT.directory}"
+            in status.render(report))

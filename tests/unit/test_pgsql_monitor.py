@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from pha import ocf
-from pha.pgsql import decide, names
+from pha.pgsql import decide, names, rewind
 from pgsql_fakes import NODES, SCORE, WANTED, FakeCluster, Node, primary_node, stream
 from pgsql_fakes import cluster  # noqa: F401  (a fixture)
 
@@ -304,12 +304,34 @@ def test_streaming_resets_the_rounds(standby: Node) -> None:
     assert standby.state().rounds == 0
 
 
-def test_the_fork_guard_catches_a_running_standby(standby: Node, cluster: FakeCluster,
-                                                  capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize("auto_rewind, reason", [
+    ("false", "repair with cls_repair_by_pg_rewind: timeline 3 forked"),
+    ("true", "timeline 3 forked: WAL to 0/5000060, past 0/4000000 (timeline 4): its start rewinds it"),
+])
+def test_the_fork_guard_catches_a_running_standby(standby: Node, cluster: FakeCluster, capsys: pytest.CaptureFixture,
+                                                  auto_rewind: str, reason: str) -> None:
+    standby.params["auto_rewind"] = auto_rewind
     standby.pg.receiver = "stopped"
     cluster.props[names.REPL_INFO] = "node2|4|0/4000000"       # this node's timeline 3 went to 0/5000060
     assert standby.run("monitor") == ocf.ERR_GENERIC
-    assert "cls_repair_by_pg_rewind" in capsys.readouterr().err
+    assert reason in capsys.readouterr().err
+
+
+def test_a_forked_standby_fails_its_monitor_then_its_restart_rewinds(standby: Node, cluster: FakeCluster,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    """Pacemaker's recovery of the failed monitor: stop, then start on the same node, which rewinds."""
+    standby.pg.receiver = "stopped"
+    cluster.props[names.REPL_INFO] = "node2|4|0/4000000"
+    assert standby.run("monitor") == ocf.ERR_GENERIC
+    # Stopped, the checkpoint no longer shows the fork: the verdict the monitor remembered still does.
+    assert standby.run("stop") == ocf.SUCCESS
+    standby.pg.control["Latest checkpoint location"] = "0/3000000"
+    kept = rewind.Kept("/var/lib/pha/rewind/x", 1, 16777216, False, "/var/lib/pha/rewind/x/summary.txt", 2)
+    standby.rewind_result = rewind.Result(rewind.REWIND, "timeline 3 forked", kept)
+    assert standby.run("start") == ocf.SUCCESS
+    assert len(standby.rewinds) == 1 and standby.rewinds[0]["info"].timeline == 4
+    assert not Path(standby.ctx.fork_marker).exists() and standby.pg.standby_signal is True
+    assert cluster.attrs["node1"][names.ATTR_REWOUND].endswith(" 16777216 /var/lib/pha/rewind/x")
 
 
 def test_a_pacemaker_cli_error_never_fails_a_standby(standby: Node, cluster: FakeCluster,
@@ -322,3 +344,42 @@ def test_a_pacemaker_cli_error_never_fails_a_standby(standby: Node, cluster: Fak
 def test_a_standby_that_does_not_answer_fails(standby: Node) -> None:
     standby.pg.connect_error = psycopg.OperationalError("connection failed: server closed the connection")
     assert standby.run("monitor") == ocf.ERR_GENERIC
+
+
+# --- adopting a primary the agent did not start (issue 14) -------------------------------------------
+def test_a_primary_without_the_include_gets_it_and_one_reload(primary: Node, capsys: pytest.CaptureFixture) -> None:
+    primary.pg.conf_source = None          # synchronous_standby_names comes from no file: pha.conf is not read
+    assert primary.run("monitor") == ocf.RUNNING_PROMOTED
+    assert ("ensure_included",) in primary.pg.calls and primary.pg.conf is not None
+    assert primary.pg.conf["synchronous_standby_names"] == WANTED      # what the server had, kept
+    assert sum("pg_reload_conf" in q for q in primary.pg.executed) == 1
+    assert "pha.conf was not in effect" in capsys.readouterr().err
+    # Still not in effect at the next monitor (reload pending): no second attempt within a minute.
+    primary.pg.executed.clear()
+    primary.pg.calls.clear()
+    assert primary.run("monitor") == ocf.RUNNING_PROMOTED
+    assert ("ensure_included",) not in primary.pg.calls and not any("pg_reload_conf" in q for q in primary.pg.executed)
+
+
+def test_the_probe_of_an_adopted_primary_includes_pha_conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           cluster: FakeCluster) -> None:
+    node = Node(tmp_path, monkeypatch, cluster)          # no state file: PostgreSQL was started by hand
+    node.pg.in_recovery = False
+    node.pg.conf_source = str(Path(node.pg.pgdata) / "postgresql.conf")
+    node.pg.sync_names = ""
+    assert node.run("monitor", interval=0) == ocf.RUNNING_PROMOTED
+    assert ("ensure_included",) in node.pg.calls and any("pg_reload_conf" in q for q in node.pg.executed)
+
+
+def test_a_primary_whose_pha_conf_is_in_effect_is_left_alone(primary: Node) -> None:
+    assert primary.run("monitor") == ocf.RUNNING_PROMOTED
+    assert ("ensure_included",) not in primary.pg.calls and not any("pg_reload_conf" in q for q in primary.pg.executed)
+
+
+def test_a_server_reading_another_config_file_is_named_not_edited(primary: Node,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    primary.pg.conf_source = None
+    primary.pg.config_file = "/etc/postgresql/16/main/postgresql.conf"
+    assert primary.run("monitor") == ocf.RUNNING_PROMOTED
+    assert ("ensure_included",) not in primary.pg.calls
+    assert "reads /etc/postgresql/16/main/postgresql.conf, not parameter config=" in capsys.readouterr().err

@@ -25,10 +25,14 @@ class FakePacemaker:
 
     def __init__(self, after: str) -> None:
         self.state, self.after, self.argvs = "forked", after, []
+        self.then: list[str] = []          # states the following crm_mon calls go through
+
 
     def __call__(self, argv: Sequence[str], timeout: float) -> crm.CommandResult:
         self.argvs.append(list(argv))
         if argv[0] == "crm_mon" and "--output-as=xml" in argv:
+            if self.ran("--name=standby", "--delete") and self.then:
+                self.state = self.then.pop(0)
             if self.state == "failed-again":     # a new start failure, after the cleanup
                 text = (DATA / "commands_crm_mon_forked.xml").read_text()
                 return crm.CommandResult(0, text.replace('call="49"', 'call="77"').replace(
@@ -145,3 +149,11 @@ def test_an_unforked_node_still_gets_a_plain_pg_rewind(node, monkeypatch: pytest
                         rewind.ToolRun(rewind.FAILED, "pg_rewind: fatal: could not connect"))
     done = CliRunner().invoke(repair.repair_cmd, [])
     assert done.exit_code == EXIT_REFUSED and "pg_rewind failed: pg_rewind: fatal: could not connect" in done.output
+
+
+def test_the_old_failure_still_shown_after_the_cleanup_is_not_a_new_one(node, monkeypatch) -> None:
+    pacemaker, _ = node(FORKED, after="forked")
+    pacemaker.then = ["forked", "healthy"]          # the cleanup shows up a moment later
+    done = CliRunner().invoke(repair.repair_cmd, ["--json"])
+    assert done.exit_code == 0, done.output
+    assert not pacemaker.then

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pha import install, worker
+from pha import shim as pha_shim
 
 pytestmark = pytest.mark.unit
 MONITOR_ENV = {"OCF_RESKEY_ip": "127.0.0.1", "OCF_RESKEY_nic": "lo",
@@ -119,11 +120,13 @@ def fake_worker(tmp_path: Path, monkeypatch):
 
     def start(action) -> callable:
         def run_action(request: dict, fds: list[int]) -> int:
-            for name in (marker, tmp_path / f"{request['argv'][0]}.pid"):
+            for name in (marker, tmp_path / f"{request.argv[0]}.pid"):
                 name.write_text(str(os.getpid()))
             return action(request)
         monkeypatch.setattr(worker, "_run_action", run_action)
         monkeypatch.setattr(worker, "preload", lambda: None)
+        # pha's files may change under a test run (a shared checkout): never step aside here
+        monkeypatch.setattr(worker, "loaded_sources", dict)
         monkeypatch.setattr(worker, "REQUEST_SECONDS", 1)
         pid = os.fork()
         if pid == 0:
@@ -183,7 +186,7 @@ def test_action_exit_code_is_reported(fake_worker) -> None:
 
 def slow_action(request: dict) -> int:
     """`slow` sleeps a second and returns 3; anything else returns 0 at once."""
-    if request["argv"][0] == "slow":
+    if request.argv[0] == "slow":
         time.sleep(1)
         return 3
     return 0
@@ -222,12 +225,30 @@ def test_slow_client_blocks_nobody(fake_worker, tmp_path: Path) -> None:
     assert time.monotonic() - began < 2.5
 
 
-@pytest.mark.parametrize("payload", [b"-" * 100_000 + b"1\n", b"-" * 5000 + b"1\n",
-                                     b"[" * 100_000 + b"\n", b"{'agent': 'vip'}\n", b"\xff\n"])
-def test_crashing_request_costs_only_itself(fake_worker, tmp_path: Path, payload: bytes) -> None:
-    """MemoryError, RecursionError, SyntaxError in the parser, a malformed request:
-    that caller hears "unread" (its shim runs the action in-process), the action in
-    flight finishes with its own code, and the worker serves the next caller."""
+def framed(payload: bytes) -> bytes:
+    return b"%d\n" % len(payload) + payload
+
+
+GOOD = b"\0".join([pha_shim.REQUEST_MAGIC, b"vip", b"/", b"18", b"1", b"monitor", b"A=1"])
+BAD_REQUESTS = {
+    "old literal format": b"{'agent': 'vip', 'argv': ['monitor']}\n",
+    "deep nesting": b"-" * 100_000 + b"1\n",
+    "header not a number": b"12x\n" + GOOD,
+    "oversized": b"%d\n" % (worker.MAX_REQUEST + 1) + GOOD,
+    "short": b"%d\n" % (len(GOOD) + 5) + GOOD,
+    "wrong magic": framed(GOOD.replace(b"pha-request-1", b"pha-request-0")),
+    "agent path": framed(GOOD.replace(b"\0vip\0", b"\0../../x\0")),
+    "argc too big": framed(GOOD.replace(b"\x0018\x001\0", b"\x0018\x009\0")),
+    "env without =": framed(GOOD + b"\0NOEQUALS"),
+    "non-ASCII agent": framed(GOOD.replace(b"\0vip\0", b"\0v\xffp\0")),
+}
+
+
+@pytest.mark.parametrize("payload", BAD_REQUESTS.values(), ids=BAD_REQUESTS.keys())
+def test_bad_request_costs_only_itself(fake_worker, tmp_path: Path, payload: bytes) -> None:
+    """A request the worker cannot read: that caller hears "unread" (its shim runs
+    the action in-process), the action in flight finishes with its own code, and
+    the worker serves the next caller."""
     start, _ = fake_worker
     call = start(slow_action)
     running = call(["slow"])
@@ -243,6 +264,25 @@ def test_crashing_request_costs_only_itself(fake_worker, tmp_path: Path, payload
     assert bad.recv(64) == b"unread\n"
     assert running.communicate(timeout=30)[0].strip() == "3"
     assert call(["quick"]).communicate(timeout=30)[0].strip() == "0"
+
+
+@pytest.mark.parametrize("error", [MemoryError, RecursionError])
+def test_child_error_before_the_action_is_unread(fake_worker, tmp_path: Path, monkeypatch, error) -> None:
+    def decode(payload: bytes) -> None:
+        raise error()
+    monkeypatch.setattr(worker, "decode_request", decode)
+    start, _ = fake_worker
+    assert start(slow_action)().communicate(timeout=30)[0].strip() == "None"
+
+
+def test_good_request_is_decoded() -> None:
+    request = worker.decode_request(GOOD)
+    assert request == worker.Request("vip", ["monitor"], b"/", 18, {b"A": b"1"})
+    size, _, payload = pha_shim.encode_request("lvsdr-realsvr", ["start", "a\nb=c"]).partition(b"\n")
+    assert int(size) == len(payload)
+    sent = worker.decode_request(payload)
+    assert sent.agent == "lvsdr-realsvr" and sent.argv == ["start", "a\nb=c"]
+    assert sent.env == dict(os.environb) and sent.cwd == os.getcwdb()
 
 
 def test_worker_error_costs_only_that_event(fake_worker, tmp_path: Path, monkeypatch) -> None:

@@ -33,10 +33,20 @@ def _missing_packages() -> list[str]:
     return missing
 
 
+def _in_chroot() -> bool:
+    try:
+        root, init_root = os.stat("/"), os.stat("/proc/1/root")
+    except OSError:
+        return False    # init's root cannot be looked at (some sandboxes): assume the real one
+    return (root.st_dev, root.st_ino) != (init_root.st_dev, init_root.st_ino)
+
+
 def provider_problem() -> Optional[str]:
     """Why vagrant-lxc cannot run here (None: it can), after installing what is missing."""
     if sys.platform != "linux" or os.geteuid() != 0:
         return "the Vagrant lab needs root on Linux (LXC containers, network namespaces)"
+    if _in_chroot():
+        return "the Vagrant lab runs on the machine's own root file system, not in a chroot (tools/rootfs.sh)"
     if shutil.which("dpkg-query") is None or shutil.which("apt-get") is None:
         return "the Vagrant lab installs its tools with apt-get (Debian)"
     missing = _missing_packages()
@@ -77,8 +87,11 @@ def vagrant_lab() -> Iterator[VagrantLab]:
         lab.lab("destroy", timeout=300)          # an earlier run that was cut short
     shutil.rmtree(LAB_DIR, ignore_errors=True)
     links_before = _host_links()
-    start = time.monotonic()
     try:
+        start = time.monotonic()
+        lab.lab("prepare", timeout=UP_TIMEOUT)     # the box (cached), the wheelhouse, the namespace
+        lab.timings["prepare_s"] = round(time.monotonic() - start, 1)
+        start = time.monotonic()
         lab.lab("up", timeout=UP_TIMEOUT)
         lab.timings["vagrant_up_s"] = round(time.monotonic() - start, 1)
         lab.wait_for("pha status healthy on node1",
@@ -93,7 +106,7 @@ def vagrant_lab() -> Iterator[VagrantLab]:
             lab.lab("destroy", timeout=300)
         finally:
             lab.timings["destroy_s"] = round(time.monotonic() - destroy_start, 1)
-            (LAB_DIR.parent / f"pha-vagrant-{LAB_NAME}.json").write_text(json.dumps(lab.timings, indent=2))
+            lab.log.with_suffix(".json").write_text(json.dumps(lab.timings, indent=2))
             print(f"\nvagrant lab timings: {json.dumps(lab.timings)} (log {lab.log})")
     leftovers = lab.leftovers() + [f"process {pid} of the namespace" for pid in pids
                                    if os.path.exists(f"/proc/{pid}")]

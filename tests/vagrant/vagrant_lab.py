@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -27,28 +28,37 @@ class VagrantLab:
         self.timings: dict[str, float] = {}
         self.log = LAB_DIR.parent / f"pha-vagrant-{LAB_NAME}.log"
 
-    def lab(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        """vagrant/lab.sh ARGS, output appended to the log; raises on failure with its tail."""
+    def lab(self, *args: str, timeout: float = 300) -> None:
+        """vagrant/lab.sh ARGS, output appended to the log; raises on failure with its tail.
+
+        It runs in a process group of its own, killed whole on a timeout or an interrupt: a
+        Vagrant left running would hold the machines' locks and block the destroy."""
         with open(self.log, "a") as log:
             log.write(f"\n$ lab.sh {' '.join(args)}\n")
             log.flush()
-            done = subprocess.run([str(LAB_SH), *args], env=self.env, stdin=subprocess.DEVNULL,
-                                  stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
-        if done.returncode != 0:
+            proc = subprocess.Popen([str(LAB_SH), *args], env=self.env, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                returncode = proc.wait(timeout=timeout)
+            except BaseException:
+                _kill_group(proc)
+                raise
+        if returncode != 0:
             tail = self.log.read_text(errors="replace").splitlines()[-40:]
-            raise AssertionError(f"lab.sh {' '.join(args)} exited {done.returncode}:\n" + "\n".join(tail))
-        return done
+            raise AssertionError(f"lab.sh {' '.join(args)} exited {returncode}:\n" + "\n".join(tail))
 
     def node_argv(self, node: str, argv: Sequence[str]) -> list[str]:
         return [str(LAB_SH), "in-netns", "lxc-attach", "--name", f"{LAB_NAME}-{node}", "--clear-env",
                 "--set-var", f"PATH={NODE_PATH}", "--set-var", "LC_ALL=C.UTF-8", "--", *argv]
 
-    def run(self, node: str, *argv: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
+    def run(self, node: str, *argv: str, timeout: float = 60,
+            check: bool = True) -> subprocess.CompletedProcess:
         """A command in a node, as root."""
         done = subprocess.run(self.node_argv(node, argv), env=self.env, stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=timeout)
         if check and done.returncode != 0:
-            raise AssertionError(f"{node}: {' '.join(argv)} exited {done.returncode}:\n{done.stdout}{done.stderr}")
+            raise AssertionError(f"{node}: {' '.join(argv)} exited {done.returncode}:\n"
+                                 f"{done.stdout}{done.stderr}")
         return done
 
     def popen(self, node: str, *argv: str) -> subprocess.Popen:
@@ -83,3 +93,17 @@ class VagrantLab:
         found += [f"process {line.strip()}" for line in ps.splitlines()
                   if f"{LAB_NAME}-node" in line and "lxc" in line]
         return found
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the process group `proc` leads, SIGKILL to what is left after 15 s."""
+    for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -5,16 +5,25 @@
 #
 #   vagrant/box/build.sh [CACHE]      (as root; CACHE defaults to /var/cache/pha-vagrant)
 #
-# Needs debootstrap, vagrant (for its insecure public key) and the Debian mirror. The box is
-# cached as CACHE/pha-bookworm-lxc-KEY.box, KEY being a hash of its inputs (this script,
-# packages.txt, lxc-config, suite and mirror): a second run with the same inputs does nothing.
+# Needs debootstrap, vagrant (for its insecure public key) and a Debian mirror (the one apt uses
+# here, or PHA_BOX_MIRROR / PHA_BOX_SECURITY). The box is cached as CACHE/pha-bookworm-lxc-KEY.box,
+# KEY a hash of its inputs (this script, packages.txt, lxc-config, suite and mirrors): a second
+# run with the same inputs does nothing.
 # Prints the box's path on its last line.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${1:-${PHA_VAGRANT_CACHE:-/var/cache/pha-vagrant}}
 SUITE=${PHA_BOX_SUITE:-bookworm}
-MIRROR=${PHA_BOX_MIRROR:-http://deb.debian.org/debian}
-SECURITY=${PHA_BOX_SECURITY:-http://deb.debian.org/debian-security}
+# The mirrors apt uses on this machine (a CI machine's own mirror, say), else Debian's.
+apt_mirror() {
+  sed -n -e 's/^[[:space:]]*deb[[:space:]]//p' -e 's/^[[:space:]]*URIs://p' /etc/apt/sources.list \
+      /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
+    tr -s ' \t' '\n' | grep -E '^(https?|file)://' | sed 's:/*$::' | grep -m1 -E "/$1\$" || true
+}
+MIRROR=${PHA_BOX_MIRROR:-$(apt_mirror debian)}
+MIRROR=${MIRROR:-http://deb.debian.org/debian}
+SECURITY=${PHA_BOX_SECURITY:-$(apt_mirror debian-security)}
+SECURITY=${SECURITY:-http://deb.debian.org/debian-security}
 
 mapfile -t PACKAGES < <(sed 's/#.*//' "$HERE/packages.txt" | tr -s ' \t' '\n' | sed '/^$/d')
 KEY=$(cat "$0" "$HERE/packages.txt" "$HERE/lxc-config" <(echo "$SUITE $MIRROR $SECURITY") |

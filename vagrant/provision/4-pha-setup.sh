@@ -1,6 +1,6 @@
 #!/bin/bash
 # Install guide, step 4, on one node once every node is through steps 1-3: config.ini, then
-# `pha setup` (it pushes the configuration and waits until the cluster is healthy), `pha status`.
+# `pha setup` (it pushes the configuration, waits until the cluster is healthy, shows its status).
 # Each node says it is ready with a transient node attribute, so the order in which Vagrant
 # brings the machines up does not matter: the last node does the setup.
 # Environment: PHA_NODE, PHA_IPS, PHA_WRITER_VIP, PHA_READER_VIP, PHA_PREFIX.
@@ -61,6 +61,5 @@ pgsql_tmpdir=/var/lib/postgresql/tmp
 pgsql_rep_mode=sync
 pgsql_repuser=postgres
 INI
-pha setup --timeout 300 /etc/pha/config.ini
 for k in $(seq "$n"); do crm_attribute -N "node$k" -n $READY -l reboot -D -q 2>/dev/null || true; done
-pha status --brief
+pha setup --timeout 300 /etc/pha/config.ini     # ends with pha status's summary

@@ -1,0 +1,214 @@
+"""Faults of the primary's node on a fencing cluster, as a new user builds it: `pha lab up` (BMCs,
+fence_ipmilan) and `pha setup templates/lab.ini` (sync mode), a writer through the writer VIP, and
+a sampler inside every node reading pg_is_in_recovery() and the writer VIP every 200 ms.
+
+Without fencing both faults gave two writable primaries behind the VIP for seconds. With it:
+0 acknowledged inserts lost, never two nodes writable at once nor the writer VIP on two nodes,
+writes back within WRITES_BACK_BOUND, and the fenced node boots and rejoins (or is refused by
+the fork guard, loudly). One lab for the module.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+import pytest
+
+from pha.lab import fence
+from pgsql_cluster import CLONE, primary_of, rejoined_or_refused, status, wait_for, wait_healthy
+from writer import Writer
+
+pytestmark = pytest.mark.lab
+LAB_INI = Path(__file__).resolve().parents[2] / "templates" / "lab.ini"
+SAMPLE_EVERY = 0.2
+WRITES_BACK_BOUND = 60.0
+BACK_TIMEOUT = 180.0
+
+# Runs inside a node: one JSON line per sample (writable: not in recovery; None: no answer).
+SAMPLER = r"""
+import errno, json, socket, sys, time
+import psycopg
+vip, every = sys.argv[1], float(sys.argv[2])
+conn = None
+while True:
+    t = time.time()
+    try:
+        if conn is None:
+            conn = psycopg.connect(host="/run/postgresql", user="postgres", dbname="postgres", autocommit=True,
+                                   connect_timeout=1, options="-c statement_timeout=500")
+        writable = not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+    except (psycopg.Error, OSError):
+        writable = None
+        if conn is not None:
+            conn.close()
+        conn = None
+    probe = socket.socket()
+    try:
+        probe.bind((vip, 0))
+        has_vip = True
+    except OSError as exc:
+        has_vip = exc.errno != errno.EADDRNOTAVAIL
+    finally:
+        probe.close()
+    print(json.dumps({"t": t, "writable": writable, "vip": has_vip}), flush=True)
+    time.sleep(max(0.0, every - (time.time() - t)))
+"""
+
+
+class Samplers:
+    """A sampler in every node; the intervals each node was writable / held the VIP."""
+
+    def __init__(self, lab, vip: str) -> None:
+        self.lab, self.vip = lab, vip
+        self.dir = Path(tempfile.mkdtemp(prefix="pha-samples."))
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> "Samplers":
+        for node in self.lab.nodes:
+            argv = self.lab.node_command(node, [sys.executable, "-u", "-c", SAMPLER, self.vip, str(SAMPLE_EVERY)])
+            with open(self.dir / f"{node}.jsonl", "ab") as out:
+                self.procs.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL,
+                                                   stdin=subprocess.DEVNULL, env=self.lab.command_env(),
+                                                   start_new_session=True))
+        time.sleep(1)
+        return self
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+
+    def intervals(self, key: str) -> dict[str, list[tuple[float, float]]]:
+        """node -> the [from, to) intervals its samples say `key` was true (a sample holds until the
+        next one, the last one for SAMPLE_EVERY)."""
+        found: dict[str, list[tuple[float, float]]] = {}
+        for node in self.lab.nodes:
+            samples = []
+            for line in (self.dir / f"{node}.jsonl").read_text().splitlines():
+                try:
+                    samples.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+            spans = []
+            for sample, following in zip(samples, samples[1:] + [None]):
+                end = following["t"] if following else sample["t"] + SAMPLE_EVERY
+                if sample[key]:
+                    spans.append((sample["t"], min(end, sample["t"] + 2 * SAMPLE_EVERY)))
+            found[node] = spans
+        return found
+
+    def overlaps(self, key: str) -> list[str]:
+        """Moments two nodes had `key` at once."""
+        spans = self.intervals(key)
+        found = []
+        nodes = list(spans)
+        for i, a in enumerate(nodes):
+            for b in nodes[i + 1:]:
+                for (a0, a1) in spans[a]:
+                    for (b0, b1) in spans[b]:
+                        if a0 < b1 and b0 < a1:
+                            found.append(f"{a} and {b} both {key} at {max(a0, b0):.2f}")
+        return found
+
+
+@pytest.fixture(scope="module")
+def lab_options() -> dict:
+    return {"fence": True}
+
+
+@pytest.fixture(scope="module")
+def fenced_cluster(lab):
+    """`pha setup templates/lab.ini` from the host on the fencing lab, then healthy."""
+    env = dict(os.environ, PHA_LAB_STATE=str(lab.state_dir))
+    done = subprocess.run([sys.executable, "-m", "pha.commands", "setup", str(LAB_INI)], capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    wait_healthy(lab, timeout=120, rep_mode="sync")
+    assert lab.view("node1").summary.stonith_enabled
+    return lab
+
+
+def watch_power_off(lab, node: str, found: dict) -> threading.Thread:
+    """Note when node's PID 1 dies (the BMC cut its power)."""
+    from pha.lab.core import _start_time
+    record = dict(lab.info["nodes"][node])
+
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if _start_time(record["pid"]) != record["pid_start"]:
+                found["off"] = time.time()
+                return
+            time.sleep(0.05)
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def fault_and_check(lab, fault: str, inflict, heal=None) -> dict[str, float]:
+    old = primary_of(lab)
+    others = [n for n in lab.nodes if n != old]
+    writer = Writer(lab, lab.vip(0), table=f"pha_{fault}").start()
+    samplers = Samplers(lab, lab.vip(0)).start()
+    power: dict[str, float] = {}
+    result, new = None, None
+    try:
+        time.sleep(1)
+        watcher = watch_power_off(lab, old, power)
+        at = writer.mark()
+        inflict(old)
+        new, _ = wait_for("a new primary", lambda: next(
+            (n for n in status(lab, others).promoted_nodes(CLONE) if n != old), None), timeout=90)
+        ack, _ = wait_for(f"a write acknowledged by {new}", lambda: next(
+            (a for a in writer.acks() if a.node == new and a.t > at), None), timeout=WRITES_BACK_BOUND)
+        watcher.join(timeout=60)
+        time.sleep(2)
+        result = writer.stop_and_check(new)
+    finally:
+        writer.stop()
+        samplers.stop()
+        if heal is not None:
+            heal(old)
+    timings = {"fenced_s": round(power["off"] - at, 2) if "off" in power else None,
+               "writes_back_s": round(ack.t - at, 2), "unavailable_s": result.unavailability}
+    print(f"{fault} on {old}: {result.summary()}; fault -> {old} powered off by its BMC "
+          f"{timings['fenced_s']}s, -> writes back {timings['writes_back_s']}s on {new}")
+    assert result.lost == [] and not result.interleaved, result.summary()
+    assert samplers.overlaps("writable") == [], samplers.overlaps("writable")[:5]
+    assert samplers.overlaps("vip") == [], samplers.overlaps("vip")[:5]
+    assert "off" in power, f"{old} was not fenced (its PID 1 lives)"
+    assert timings["writes_back_s"] <= WRITES_BACK_BOUND
+    lab.wait_online(timeout=BACK_TIMEOUT, observer=others[0])
+    timings["back_s"] = round(time.time() - at, 2)
+    outcome = rejoined_or_refused(lab, old, others)
+    print(f"{old} after fencing: online again, {outcome}")
+    return timings
+
+
+def kill_corosync(lab, node: str) -> None:
+    pid = lab.exec(node, ["pidof", "corosync"]).stdout.split()[0]
+    lab.exec(node, ["kill", "-9", pid])
+
+
+def test_kill_9_of_corosync_on_the_primarys_node(fenced_cluster, record_property) -> None:
+    timings = fault_and_check(fenced_cluster, "kill_corosync", lambda node: kill_corosync(fenced_cluster, node))
+    for name, value in timings.items():
+        record_property(f"corosync_kill_{name}", value)
+
+
+def test_cut_of_the_primarys_node(fenced_cluster, record_property) -> None:
+    lab = fenced_cluster
+
+    def heal(node: str) -> None:     # a fenced node boots as it was: cut; plug it in once it is on again
+        wait_for(f"{node} powered on by its BMC", lambda: fence.power_status(lab, node), timeout=60)
+        lab.heal(node)
+    timings = fault_and_check(lab, "cut", lab.cut, heal=heal)
+    for name, value in timings.items():
+        record_property(f"cut_{name}", value)
+

@@ -1,0 +1,122 @@
+"""ocf:pha:pgsql, sync mode, automatic rewind (auto_rewind, issue 11): kill -9 of the
+primary's postmaster under a writer through the writer VIP, several rounds. Each time
+the old primary must stream again with no manual command and no acknowledged insert
+may be lost; when it forked, its start rewound it (pgsql-rewound names the kept WAL and
+its summary.txt). The cluster restarts a failed instance in place (migration-threshold
+3): the time from the kill to healthy again is measured. One lab for the module.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pgsql_cluster import CLONE, create_pgsql_cluster, primary_of, status, wait_for, wait_healthy
+from pha.lab import config
+from pha.pgsql import names
+from writer import Writer
+
+pytestmark = pytest.mark.lab
+PGDATA = config.PGDATA
+ROUNDS = 3
+HEALTHY_WITHIN = 90.0
+
+
+@pytest.fixture(scope="module")
+def rejoin_cluster(lab):
+    keep = lab.state_dir / "rewind"        # per lab, removed with it; nodes see the host's /var/tmp
+    timings = create_pgsql_cluster(lab, rep_mode="sync", migration_threshold=3, rewind_keep_dir=str(keep))
+    print(f"pgsql cluster healthy {timings['healthy']:.1f}s after the pcs push")
+    return lab
+
+
+def rewound_since(lab, node: str, moment: float) -> tuple[str, int, str] | None:
+    """(time, bytes, directory) of pgsql-rewound on `node` when written after `moment` (wall clock)."""
+    value = status(lab).attribute(node, names.ATTR_REWOUND) or ""
+    parts = value.split(" ", 2)
+    if len(parts) != 3:
+        return None
+    when = time.mktime(time.strptime(parts[0], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    return (parts[0], int(parts[1]), parts[2]) if when >= int(moment) else None
+
+
+def test_kill_9_of_the_primary_rejoins_by_itself(rejoin_cluster, record_property) -> None:
+    lab = rejoin_cluster
+    outcomes = []
+    for round_no in range(ROUNDS):
+        old = primary_of(lab)
+        writer = Writer(lab, lab.vip(0), table=f"pha_rejoin{round_no}", interval=0.02).start()
+        try:
+            time.sleep(2)
+            pid = lab.exec(old, ["head", "-1", f"{PGDATA}/postmaster.pid"]).stdout.strip()
+            killed = writer.mark()
+            t0 = time.monotonic()
+            lab.exec(old, ["kill", "-9", pid])
+            new, _ = wait_for("a new primary", lambda: next(
+                (n for n in status(lab).promoted_nodes(CLONE) if n != old), None), timeout=60)
+            promoted_after = time.monotonic() - t0
+            # The writer goes on while the old primary rejoins: no manual command anywhere.
+            wait_healthy(lab, timeout=HEALTHY_WITHIN, rep_mode="sync")
+            healthy_after = time.monotonic() - t0
+            assert writer.wait_ack_after(time.time(), timeout=30) is not None, writer.tail()
+            result = writer.stop_and_check(new)
+        finally:
+            writer.stop()
+        assert result.lost == [] and not result.interleaved, result.summary()
+        view = status(lab)
+        assert old in view.unpromoted_nodes(CLONE)
+        assert (view.attribute(old, names.ATTR_DATA) or "").startswith("STREAMING")
+        rewound = rewound_since(lab, old, killed)
+        if rewound:
+            _, size, kept = rewound
+            summary = lab.exec(old, ["cat", f"{kept}/summary.txt"]).stdout
+            assert summary.startswith("# WAL this node wrote on timeline") and "commit(s)" in summary
+            assert lab.exec(old, ["ls", kept]).stdout.count("\n") >= 2       # a segment and the summary
+        outcome = (f"round {round_no + 1}: kill -9 of {old}: {new} promoted after {promoted_after:.1f}s, "
+                   f"healthy after {healthy_after:.1f}s, {'rewound ' + str(rewound[1]) + ' B' if rewound else 'no rewind'}"
+                   f"; writer {result.summary()}")
+        print(outcome)
+        outcomes.append((healthy_after, bool(rewound)))
+        record_property(f"round{round_no + 1}_healthy_after_s", round(healthy_after, 1))
+        record_property(f"round{round_no + 1}_rewound", bool(rewound))
+    print(f"rewinds: {sum(r for _, r in outcomes)} of {len(outcomes)}; healthy after "
+          f"{', '.join(f'{h:.1f}s' for h, _ in outcomes)}")
+
+
+def test_cut_of_the_primary_node_then_heal_rejoins_by_itself(rejoin_cluster, record_property) -> None:
+    """Cut off, the old primary keeps writing WAL its commits wait on (never acknowledged):
+    after heal it has forked for sure, and its start rewinds it."""
+    lab = rejoin_cluster
+    old = primary_of(lab)
+    majority = [n for n in lab.nodes if n != old]
+    writer = Writer(lab, lab.vip(0), table="pha_rejoin_cut", interval=0.02).start()
+    try:
+        time.sleep(2)
+        writer.mark()
+        lab.cut(old)
+        new, _ = wait_for("the majority promotes", lambda: next(
+            (n for n in status(lab, majority).promoted_nodes(CLONE) if n != old), None), timeout=60)
+        assert writer.wait_ack_after(time.time(), timeout=30) is not None, writer.tail()
+        wait_for(f"{old} stopping its primary (no quorum)", lambda: lab.exec(
+            old, ["test", "-e", f"{PGDATA}/postmaster.pid"], check=False).returncode != 0, timeout=60)
+        healed = time.time()
+        t0 = time.monotonic()
+        lab.heal(old)
+        lab.wait_online(timeout=60, observer=majority[0])
+        wait_healthy(lab, timeout=HEALTHY_WITHIN, rep_mode="sync")
+        healthy_after = time.monotonic() - t0
+        result = writer.stop_and_check(new)
+    finally:
+        writer.stop()
+        lab.heal(old)
+    assert result.lost == [] and not result.interleaved, result.summary()
+    rewound = rewound_since(lab, old, healed)
+    if rewound:
+        summary = lab.exec(old, ["cat", f"{rewound[2]}/summary.txt"]).stdout
+        assert "commit(s), " in summary
+        print(summary)
+    print(f"cut of {old}, heal: healthy {healthy_after:.1f}s after the heal, "
+          f"{'rewound ' + str(rewound[1]) + ' B in ' + rewound[2] if rewound else 'no rewind'}; "
+          f"writer {result.summary()}")
+    record_property("cut_heal_healthy_after_s", round(healthy_after, 1))
+    record_property("cut_rewound", bool(rewound))
