@@ -52,7 +52,7 @@ from typing import Callable, Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "lab")]
 
-from pha import cluster, crm  # noqa: E402
+from pha import cluster, crmstatus  # noqa: E402
 from pha.lab import Lab, LabError, config  # noqa: E402
 from pha.lab.core import LabCommandError  # noqa: E402
 
@@ -219,7 +219,7 @@ def node_outcome(lab: Lab, node: str, observers: list[str]) -> str:
     return f"refused: {refusal}" if refusal else "stopped"
 
 
-def start_refusal(view: crm.ClusterStatus, node: str) -> str:
+def start_refusal(view: crmstatus.ClusterStatus, node: str) -> str:
     """The exit reason of a failed start of the pgsql resource on `node` ("" if none)."""
     reasons = [f.exit_reason or f.rc_text for f in view.failures
                if f.node == node and f.op_key.startswith(pc.RESOURCE + "_") and f.task == "start"]

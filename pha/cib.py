@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
 
-from pha import crm
+from pha import crmstatus
 
 if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
@@ -108,7 +108,7 @@ class Cib(NamedTuple):
 
 def _positive(score: str) -> bool:
     try:
-        return crm.parse_score(score) > 0
+        return crmstatus.parse_score(score) > 0
     except ValueError:
         return False
 
@@ -158,7 +158,7 @@ def parse_cib(xml_text: str) -> Cib:
 
 
 def _role(role: Optional[str]) -> Optional[str]:
-    return crm.normalise_role(role) if role else None
+    return crmstatus.normalise_role(role) if role else None
 
 
 # --- what `pha setup` rebuilds ---------------------------------------------------------------------

@@ -16,7 +16,7 @@ lines (argument lists) that build the cluster:
   back to any node running PostgreSQL, the primary included, so reads keep
   working when no standby is left; its colocation has influence=false, so
   only the agent's promotion scores choose the primary;
-- cluster properties (no-quorum-policy=stop, fencing off) and resource
+- cluster properties (no-quorum-policy=stop, fencing on when `fencing`) and resource
   defaults (migration-threshold, failure-timeout, stickiness).
 
 The lines are written for the pcs and Pacemaker versions in `Versions`: the
@@ -28,7 +28,8 @@ where they differ (`detect_versions` asks the node):
   `meta` on the primitive;
 - a rule: one argument for pcs 0.12 (several are deprecated), several for
   pcs 0.11 (it refuses one);
-- fencing: `stonith-enabled` until Pacemaker 3.0.2, `fencing-enabled` since.
+- fencing: the name the node's Pacemaker lists (`fencing_name`, pha.fencing.detect_names), else
+  `stonith-enabled` until Pacemaker 3.0.2, `fencing-enabled` since.
 
 `apply(commands, run)` runs them as one CIB transaction: a copy of the CIB is
 edited with `pcs -f`, then pushed as a diff against the copy. `run` is a

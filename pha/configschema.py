@@ -162,7 +162,8 @@ SCHEMA: tuple[Key, ...] = (
        "taken from its directory (default: the agent finds those of PGDATA's version).", group="pgsql"),
     _k("pgsql_psql", _str, "path", "pha4pgsql's psql path.", group="pgsql",
        ignored="pha speaks SQL itself"),
-    _k("pgsql_pgdata", _check_path, "path", "PGDATA (default: the agent's).", group="pgsql"),
+    _k("pgsql_pgdata", _check_path, "path", "PGDATA (the agent needs it: no default names a version; Debian: "
+       "/var/lib/postgresql/N/main).", group="pgsql"),
     _k("pgsql_pgport", _int(1, 65535), "integer", "PostgreSQL port.", default=5432, group="pgsql"),
     _k("pgsql_pghost", _str, "string", "pha4pgsql's pghost.", group="pgsql",
        ignored="the agent connects over the unix socket in pgsql_socketdir"),

@@ -28,9 +28,10 @@ import dataclasses
 import os
 import pwd
 import shlex
+import time
 from typing import Callable, NamedTuple, Optional, Sequence
 
-from pha import __version__, cluster, crm, fencing, files, values
+from pha import __version__, cluster, crm, crmstatus, fencing, files, values
 from pha.cib import existing_acls, existing_primitives, kept_constraints, patch_changes
 from pha.cibedit import CibEdit
 from pha.config import Config
@@ -45,6 +46,7 @@ SCRIPT_CIB = "pha-cib.xml"
 SCRIPT_ORIGINAL = "pha-cib.orig.xml"
 WORKDIR_PREFIX = "/tmp/pha-setup."
 PUSH_TIMEOUT = 120.0
+DC_WAIT = 60.0                       # seconds setup waits for a DC (a cluster just started elects one)
 
 Progress = Callable[[str], None]
 
@@ -214,6 +216,7 @@ def render_script(config: Config, commands: Sequence[Sequence[str]]) -> str:
     if config.outside_readers:
         header.append("# readers outside the cluster (stream from the writer VIP): "
                       + " ".join(config.outside_readers))
+    header += [f"# fencing: {note}" for note in fencing.notes(config)]
     lines = [*header, "set -e", f"pcs cluster cib {SCRIPT_ORIGINAL}", f"cp {SCRIPT_ORIGINAL} {SCRIPT_CIB}"]
     for argv in commands:
         if not argv or argv[0] != "pcs":
@@ -223,7 +226,7 @@ def render_script(config: Config, commands: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cluster_members(status: crm.ClusterStatus) -> list[str]:
+def cluster_members(status: crmstatus.ClusterStatus) -> list[str]:
     return [node.name for node in status.nodes]
 
 
@@ -259,9 +262,25 @@ def runner_for(config: Config) -> tuple[crm.Runner, str]:
     return run, f"lab {node}"
 
 
+def elected_status(bridge: crm.Crm, where: str, timeout: float = DC_WAIT,
+                   clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep) -> crmstatus.ClusterStatus:
+    """The cluster's status once it has a DC: a push before the first DC election
+    races the DC's own write of cib-bootstrap-options and is refused."""
+    deadline = clock() + timeout
+    status = bridge.status()
+    while status.summary.dc is None:
+        if clock() >= deadline:
+            raise SetupError(f"{where}: the cluster has no DC after {timeout:g}s; is pacemaker running "
+                             "on a quorate partition?")
+        sleep(1.0)
+        status = bridge.status()
+    return status
+
+
 def preflight(config: Config, bridge: crm.Crm, where: str) -> None:
-    """The cluster has the config's nodes, and the nodes have pha's agents."""
-    members = cluster_members(bridge.status())
+    """The cluster has a DC and the config's nodes, and the nodes have pha's agents."""
+    members = cluster_members(elected_status(bridge, where))
     strangers = [n for n in config.cluster_nodes if n not in members]
     if strangers:
         raise SetupError(f"{config.path}: {', '.join(strangers)} "

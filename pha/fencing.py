@@ -224,7 +224,9 @@ def device_commands(found: Iterable[Device]) -> list[list[str]]:
     commands = [["pcs", "stonith", "create", d.id, d.agent,
                  *(f"{name}={value}" for name, value in d.options.items()), f"pcmk_host_list={d.node}",
                  "op", "monitor", f"interval={MONITOR_INTERVAL}"] for d in found]
-    commands += [["pcs", "stonith", "level", "add", LEVEL, d.node, d.id] for d in found]
+    # --force: pcs checks the node against the CIB copy's <nodes>, empty until the node first joined;
+    # pha setup has checked that the nodes are the cluster's
+    commands += [["pcs", "stonith", "level", "add", LEVEL, d.node, d.id, "--force"] for d in found]
     return commands
 
 

@@ -1,9 +1,11 @@
 """A small, explicit OCF runtime shared by every pha agent.
 
 An agent declares its parameters and actions once, in an `Agent`. From that
-declaration this module produces the meta-data XML, typed parameters with
-defaults, validate-all, and the errors Pacemaker expects. It also parses the
-clone/notify environment and logs the way ocf-shellfuncs does.
+declaration this module produces typed parameters with defaults,
+validate-all, and the errors Pacemaker expects, and it dispatches the actions.
+It also parses the clone/notify environment. The meta-data XML is rendered by
+pha.ocfmetadata (only the meta-data action imports it); logging and exit
+reasons are pha.ocflog's.
 
 Every value that reaches a message (exit reason, log line) goes through
 pha.values.shown(): one line, masked, truncated. An unexpected exception in
@@ -11,17 +13,17 @@ an action ends it with OCF_ERR_GENERIC, "internal error: ..." as the exit
 reason and the traceback in the log.
 
 This module is on every agent's hot path: it imports only the standard
-library and pha.values, and only what it needs.
+library, pha.values and pha.ocflog, and only what it needs.
 """
 from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Optional, TypeVar, Union
 
-from pha.values import mask, parse_int, shown
+from pha import ocflog
+from pha.values import parse_int, shown
 
 # --- return codes (OCF 1.1, plus Pacemaker's degraded codes) --------------------
 SUCCESS = 0
@@ -46,16 +48,10 @@ CODE_NAMES = {
     DEGRADED_PROMOTED: "OCF_DEGRADED_PROMOTED",
 }
 
-OCF_VERSION = "1.1"
-# Action names the OCF 1.0 DTD (resource-agents' ra-api-1.dtd) knows.
-OCF10_ACTIONS = frozenset({"start", "stop", "recover", "monitor", "restart", "migrate_to",
-                           "migrate_from", "promote", "demote", "notify", "status", "reload",
-                           "meta-data", "usage", "methods", "validate-all"})
 PARAM_TYPES = ("string", "integer", "boolean", "select")
 ROLES = ("Promoted", "Unpromoted")
 _TRUE = frozenset({"1", "true", "yes", "on", "y"})
 _FALSE = frozenset({"0", "false", "no", "off", "n"})
-MAX_LINE = 2000  # characters of one log line or exit reason
 
 Value = Union[str, int, bool, None]
 T = TypeVar("T")
@@ -196,37 +192,10 @@ class Agent:
         self.validators.append(func)
         return func
 
-    # --- meta-data -------------------------------------------------------------
-    @property
-    def ocf10_compatible(self) -> bool:
-        """Whether the declaration uses nothing OCF 1.1 added (select, reloadable,
-        unique-group, deprecated, reload-agent), so its meta-data also conforms
-        to the OCF 1.0 DTD that resource-agents' ocf-tester checks."""
-        return (all(a.name in OCF10_ACTIONS for a in self.actions)
-                and not any(p.type == "select" or p.reloadable or p.unique_group or p.deprecated
-                            for p in self.params))
-
     def metadata(self) -> str:
-        """OCF 1.1 meta-data XML for this agent."""
-        doctype = ['<!DOCTYPE resource-agent SYSTEM "ra-api-1.dtd">'] if self.ocf10_compatible else []
-        out = [
-            '<?xml version="1.0"?>',
-            *doctype,
-            f'<resource-agent name="{_x(self.name)}" version="{_x(self.version)}">',
-            f"<version>{OCF_VERSION}</version>",
-            f'<longdesc lang="en">{_x(self.longdesc)}</longdesc>',
-            f'<shortdesc lang="en">{_x(self.shortdesc)}</shortdesc>',
-            "<parameters>",
-        ]
-        for p in self.params:
-            out.extend(_param_xml(p))
-        out.append("</parameters>")
-        out.append("<actions>")
-        for a in self.actions:
-            out.append(_action_xml(a))
-        out.append("</actions>")
-        out.append("</resource-agent>")
-        return "\n".join(out) + "\n"
+        """OCF 1.1 meta-data XML for this agent (pha.ocfmetadata)."""
+        from pha import ocfmetadata
+        return ocfmetadata.render(self)
 
     # --- running ---------------------------------------------------------------
     def run(self, argv: list[str], env: Optional[Mapping[str, str]] = None) -> int:
@@ -237,7 +206,7 @@ class Agent:
         """
         env = os.environ if env is None else env
         action = argv[0] if argv else ""
-        log = Log(self.name, env)
+        log = ocflog.Log(self.name, env)
         if action in ("meta-data", "metadata"):
             sys.stdout.write(self.metadata())
             return SUCCESS
@@ -260,7 +229,7 @@ class Agent:
                 res.validate()
             rc = self.handlers[action](res) if action in self.handlers else SUCCESS
         except OCFError as err:
-            exit_reason(err.reason)
+            ocflog.exit_reason(err.reason)
             log.error(err.reason)
             return err.rc
         except Exception as err:  # a bug, or MemoryError/RecursionError: fail this action only
@@ -273,12 +242,12 @@ class Agent:
         return f"usage: {self.name} {{{'|'.join(actions)}}}\n"
 
 
-def internal_error(err: BaseException, log: "Log") -> int:
+def internal_error(err: BaseException, log: ocflog.Log) -> int:
     """An unexpected exception: OCF_ERR_GENERIC, its type and message as the exit
     reason, the traceback in the log (one log line per traceback line)."""
     import traceback
     reason = f"internal error: {type(err).__name__}: {shown(err)}"
-    exit_reason(reason)
+    ocflog.exit_reason(reason)
     try:
         for chunk in traceback.format_exception(err):
             for line in chunk.rstrip("\n").split("\n"):
@@ -288,58 +257,11 @@ def internal_error(err: BaseException, log: "Log") -> int:
     return ERR_GENERIC
 
 
-def _x(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-
-
-def _param_xml(p: Param) -> list[str]:
-    attrs = f' name="{_x(p.name)}" required="{int(p.required)}" unique="{int(p.unique)}"'
-    if p.unique_group:
-        attrs += f' unique-group="{_x(p.unique_group)}"'
-    if p.reloadable:
-        attrs += ' reloadable="1"'
-    lines = [f"<parameter{attrs}>",
-             f'<longdesc lang="en">{_x(p.longdesc or p.shortdesc)}</longdesc>',
-             f'<shortdesc lang="en">{_x(p.shortdesc)}</shortdesc>']
-    if p.deprecated:
-        lines.append("<deprecated>")
-        lines.extend(f'<replaced-with name="{_x(r)}"/>' for r in p.replaced_with)
-        lines.append("</deprecated>")
-    default = "" if p.default is None else f' default="{_x(_render(p.default))}"'
-    if p.type == "select":
-        lines.append(f'<content type="select"{default}>')
-        lines.extend(f'<option value="{_x(o)}"/>' for o in p.options)
-        lines.append("</content>")
-    else:
-        lines.append(f'<content type="{p.type}"{default}/>')
-    lines.append("</parameter>")
-    return lines
-
-
-def _action_xml(a: Action) -> str:
-    attrs = f'name="{_x(a.name)}" timeout="{a.timeout}s"'
-    if a.interval is not None:
-        attrs += f' interval="{a.interval}s"'
-    if a.depth is not None:
-        attrs += f' depth="{a.depth}"'
-    if a.start_delay is not None:
-        attrs += f' start-delay="{a.start_delay}s"'
-    if a.role is not None:
-        attrs += f' role="{a.role}"'
-    return f"<action {attrs}/>"
-
-
-def _render(value: Value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 # --- one invocation --------------------------------------------------------------
 class Resource:
     """One invocation of an agent: its action, parameters and environment."""
 
-    def __init__(self, agent: Agent, action: str, env: Mapping[str, str], log: "Log") -> None:
+    def __init__(self, agent: Agent, action: str, env: Mapping[str, str], log: ocflog.Log) -> None:
         self.agent = agent
         self.action = action
         self.env = env
@@ -482,70 +404,3 @@ def parse_notify(env: Mapping[str, str]) -> Optional[Notify]:
                 target[key] = tuple(found)
     return Notify(type=ntype, operation=env.get(prefix + "operation", ""),
                   hosts=hosts, resources=resources)
-
-
-# --- logging and exit reasons --------------------------------------------------------
-_SYSLOG_PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "crit": 2}
-
-
-class Log:
-    """Logging like ocf-shellfuncs' ocf_log: tagged with the resource instance,
-    written to stderr, and to HA_LOGFILE or syslog (HA_LOGFACILITY); debug only
-    with HA_debug=1."""
-
-    def __init__(self, agent: str, env: Mapping[str, str]) -> None:
-        instance = env.get("OCF_RESOURCE_INSTANCE", agent)
-        self.tag = env.get("HA_LOGTAG") or f"{agent}({instance})[{os.getpid()}]"
-        self.debug_on = env.get("HA_debug", "0") not in ("", "0")
-        self.logfile = env.get("HA_LOGFILE") or env.get("HA_DEBUGLOG") or ""
-        facility = env.get("HA_LOGFACILITY", "")
-        self.facility = "" if facility in ("", "none") else facility
-
-    def log(self, level: str, msg: str) -> None:
-        """One log line: `msg` is made one line (escaped), masked and truncated."""
-        if level == "debug" and not self.debug_on:
-            return
-        msg = one_line(msg)
-        line = f"{self.tag}: {level.upper()}: {msg}"
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-        if self.logfile:
-            try:
-                with open(self.logfile, "a") as f:
-                    f.write(f"{time.strftime('%b %d %H:%M:%S')} {line}\n")
-            except OSError:
-                pass
-        if self.facility:
-            import syslog
-            fac = getattr(syslog, "LOG_" + self.facility.upper(), syslog.LOG_DAEMON)
-            syslog.openlog(self.tag, 0, fac)
-            syslog.syslog(_SYSLOG_PRIORITY[level], f"{level.upper()}: {msg}")
-
-    def debug(self, msg: str) -> None:
-        self.log("debug", msg)
-
-    def info(self, msg: str) -> None:
-        self.log("info", msg)
-
-    def warning(self, msg: str) -> None:
-        self.log("warning", msg)
-
-    def error(self, msg: str) -> None:
-        self.log("error", msg)
-
-
-def exit_reason(reason: str) -> None:
-    """Tell Pacemaker why an action failed (shown in crm_mon's failures)."""
-    sys.stderr.write("ocf-exit-reason:" + one_line(reason.replace("\n", " ")) + "\n")
-    sys.stderr.flush()
-
-
-def one_line(text: str) -> str:
-    """`text` as one line of a log or an exit reason: control characters escaped
-    (a value cannot forge a line), passwords masked, at most MAX_LINE characters."""
-    text = mask(str(text))
-    if not text.isprintable():
-        text = text.encode("unicode_escape", "backslashreplace").decode("ascii")
-    if len(text) > MAX_LINE:
-        text = text[:MAX_LINE] + f"...({len(text)} characters)"
-    return text

@@ -49,7 +49,11 @@ def main(agent: str) -> None:
 
 def run_in_process(agent: str, argv: list[str]) -> None:
     import importlib
-    module = importlib.import_module("pha.agents." + agent.replace("-", "_"))
+    try:
+        module = importlib.import_module("pha.agents." + agent.replace("-", "_"))
+    except Exception as err:  # a broken install: fail the action with the reason
+        from pha import ocf, ocflog
+        sys.exit(ocf.internal_error(err, ocflog.Log(agent, os.environ)))
     sys.exit(module.AGENT.run(argv))
 
 

@@ -17,15 +17,14 @@ twice). A child that ran nothing (a request it could not read) says so, and
 the shim runs the action in-process.
 
 The worker exits when it has been idle for a while, and as soon as any pha
-module it has loaded changes on disk, so an upgrade never runs old code.
+module it has loaded changes on disk, so an upgrade never runs old code
+(pha.preload: what it loads at start, and the check for changes).
 """
 from __future__ import annotations
 
-import ast
 import fcntl
 import gc
 import importlib
-import importlib.util
 import os
 import re
 import select
@@ -36,14 +35,12 @@ import struct
 import sys
 import time
 import traceback
-from types import ModuleType
 from typing import Callable, NamedTuple, NoReturn, Optional
 
 from pha.files import UnsafePath
+from pha.preload import FileId, loaded_sources, preload, sources_changed
 from pha.shim import BUSY, REQUEST_MAGIC, STALE, UNREAD
 
-# Imported at start besides what pha's agents import (found in their source).
-PRELOAD = ("pyroute2", "psycopg")
 IDLE_SECONDS = 600
 MAX_REQUEST = 1 << 20
 REQUEST_SECONDS = 5   # the whole request must arrive within this, from the accept
@@ -54,96 +51,6 @@ PR_SET_PDEATHSIG = 1
 MAX_FD = os.sysconf("SC_OPEN_MAX")
 
 _set_pdeathsig: Optional[Callable[..., int]] = None  # prctl(PR_SET_PDEATHSIG, ...), see serve
-
-
-# --- what a worker has loaded, and whether it changed ---------------------------
-FileId = Optional[tuple[int, int, int]]
-
-
-def loaded_sources() -> dict[str, FileId]:
-    """Every loaded pha module's file and its identity (inode, size, mtime)."""
-    found = {}
-    for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None)
-        if path and (name == "pha" or name.startswith("pha.")):
-            found[path] = _file_id(path)
-    return found
-
-
-def sources_changed(sources: dict[str, FileId]) -> bool:
-    """Whether any of `sources` was modified, replaced or removed since."""
-    return any(_file_id(path) != known for path, known in sources.items())
-
-
-def _file_id(path: str) -> FileId:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
-def preload() -> None:
-    """Import PRELOAD, every agent, and everything pha's modules import anywhere
-    (lazy imports in functions included): a forked action then imports nothing."""
-    import pha.agents
-    folder = os.path.dirname(pha.agents.__file__)
-    queue = [*PRELOAD, *("pha.agents." + entry[:-3] for entry in sorted(os.listdir(folder))
-                         if entry.endswith(".py") and entry != "__init__.py")]
-    seen: set[str] = set()
-    parsed: set[str] = set()
-    while queue:
-        name = queue.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        module = _import_quietly(name)
-        if module is None or module.__name__ in parsed:
-            continue
-        parsed.add(module.__name__)
-        if module.__name__ == "pha" or module.__name__.startswith("pha."):
-            queue.extend(_imports_of(module))
-
-
-def _import_quietly(name: str) -> Optional[ModuleType]:
-    """Import `name`, or for "module:name" (from module import name) get that
-    name (a lazy package such as pyroute2 loads it on access) or submodule.
-    The module imported, or None: for a failure, the action that needs it
-    then fails alone, with the traceback in its stderr."""
-    module_name, _, attribute = name.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-        if not attribute:
-            return module
-        value = getattr(module, attribute, None)
-        if value is None:
-            value = importlib.import_module(f"{module_name}.{attribute}")
-        return value if isinstance(value, ModuleType) else None
-    except Exception:
-        return None
-
-
-def _imports_of(module: ModuleType) -> list[str]:
-    """The modules (and "module:name" pairs) a pha module's source imports."""
-    path = getattr(module, "__file__", None)
-    package = getattr(module, "__package__", None) or ""
-    try:
-        with open(path, "rb") as f:  # type: ignore[arg-type]
-            tree = ast.parse(f.read())
-    except (OSError, TypeError, SyntaxError, ValueError):
-        return []
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            try:
-                base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
-            except (ImportError, ValueError):
-                continue
-            found.append(base)
-            found.extend(f"{base}:{alias.name}" for alias in node.names if alias.name != "*")
-    return found
 
 
 # --- the socket's directory ---------------------------------------------------------
@@ -397,9 +304,9 @@ def _child(conn: socket.socket, deadline: float, worker_pid: int) -> NoReturn:
         rc = _run_action(request, fds)
     except SystemExit as stop:
         rc = stop.code if isinstance(stop.code, int) else 1
-    except BaseException:
-        if started:
-            traceback.print_exc()
+    except BaseException as err:
+        if started:  # the agent could not even be imported: say so, as its run() would
+            rc = _internal_error(err, request.agent)
     finally:
         try:
             sys.stdout.flush()
@@ -414,6 +321,16 @@ def _run_action(request: Request, fds: list[int]) -> int:
     """Run the request's agent action in this process: its OCF code."""
     module = importlib.import_module("pha.agents." + request.agent.replace("-", "_"))
     return module.AGENT.run(request.argv)
+
+
+def _internal_error(err: BaseException, agent: str) -> int:
+    """OCF_ERR_GENERIC with an exit reason and the traceback in the log."""
+    try:
+        from pha import ocf, ocflog
+        return ocf.internal_error(err, ocflog.Log(agent, os.environ))
+    except BaseException:
+        traceback.print_exc()
+        return 1
 
 
 def _die_with(worker_pid: int) -> None:
@@ -437,7 +354,6 @@ def _bind_prctl() -> None:
     prctl.restype = ctypes.c_int
     prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)
     _set_pdeathsig = prctl
-
 
 
 def _receive(conn: socket.socket, deadline: float) -> tuple[Request, list[int]]:

@@ -74,8 +74,8 @@ AGENT = ocf.Agent(
                    "itself, without a shell), so these options are only checked to split into words. "
                    "Put server options in start_opt."),
         P("logfile", default="/dev/null", shortdesc="Server log file",
-          longdesc="Where the postmaster's stdout and stderr go (opened by root, appended to, before "
-                   "PostgreSQL starts as pgdba). A failed start quotes its last lines."),
+          longdesc="Where the postmaster's stdout and stderr go: opened for appending with pgdba's "
+                   "rights, by the agent (no pg_ctl, no shell). A failed start quotes its last lines."),
         P("tmpdir", default="/run/pha/pgsql", shortdesc="Agent state directory",
           longdesc="Where the agent keeps its small state file (mode 0700)."),
         P("rep_mode", "select", options=("async", "sync"), default="async",

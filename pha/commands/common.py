@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Mapping, Optional
 import click
 
 from pha import cib as cib_xml
-from pha import crm
+from pha import crm, crmstatus
 from pha.cib import Cib, Primitive
 from pha.values import parse_int
 from pha.pgsql.names import ATTR_DATA, HEALTHY_DATA, PROPERTY_SET, REPL_INFO  # noqa: F401 (repair.py)
@@ -90,7 +90,7 @@ class Cluster:
         except cib_xml.CibError as exc:
             raise Failed(f"{agent}: {exc}", EXIT_FAILED) from None
 
-    def view(self) -> crm.ClusterStatus:
+    def view(self) -> crmstatus.ClusterStatus:
         try:
             return self.bridge.status()
         except crm.CrmError as exc:
@@ -125,12 +125,12 @@ class Cluster:
         else:
             self.call(argv + [f"--set-parameter={name}", f"--parameter-value={value}"])
 
-    def require_quorum(self, view: crm.ClusterStatus) -> None:
+    def require_quorum(self, view: crmstatus.ClusterStatus) -> None:
         if not view.summary.quorum:
             raise Failed("this node's partition has no quorum: run the command in the quorate partition",
                          EXIT_NO_QUORUM)
 
-    def check_node(self, view: crm.ClusterStatus, node: str) -> None:
+    def check_node(self, view: crmstatus.ClusterStatus, node: str) -> None:
         if view.node(node) is None:
             raise Failed(f"{node} is not a node of this cluster ({' '.join(n.name for n in view.nodes)})",
                          EXIT_USAGE)
@@ -152,7 +152,7 @@ def as_int(text: Optional[str], default: Optional[int] = None) -> Optional[int]:
         return default
 
 
-def int_attribute(view: crm.ClusterStatus, node: str, name: str) -> Optional[int]:
+def int_attribute(view: crmstatus.ClusterStatus, node: str, name: str) -> Optional[int]:
     """A node attribute as an integer (None when unset or not an integer)."""
     return as_int(view.attribute(node, name))
 

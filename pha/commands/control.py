@@ -13,7 +13,7 @@ from typing import Optional
 
 import click
 
-from pha import crm
+from pha import crmstatus
 from pha.commands import common
 from pha.commands.common import (EXIT_REFUSED, EXIT_USAGE, Cib, Cluster, Failed, Primitive, emit, json_option,
                                  say, timeout_option, wait)
@@ -21,7 +21,7 @@ from pha.pgsql.names import ATTR_DATA, STREAMING
 
 
 # --- what is missing (pure) -------------------------------------------------------------
-def start_missing(view: crm.ClusterStatus, cib: Cib, pgsql: Primitive) -> list[str]:
+def start_missing(view: crmstatus.ClusterStatus, cib: Cib, pgsql: Primitive) -> list[str]:
     """What keeps the cluster from being started: PostgreSQL on every available node of
     node_list, one primary, the standbys streaming, and every dependent resource running."""
     missing = []
@@ -44,12 +44,12 @@ def start_missing(view: crm.ClusterStatus, cib: Cib, pgsql: Primitive) -> list[s
     return missing
 
 
-def stop_remaining(view: crm.ClusterStatus, tops: list[str]) -> list[str]:
+def stop_remaining(view: crmstatus.ClusterStatus, tops: list[str]) -> list[str]:
     """Which of the resources still run somewhere, with where."""
     return [f"{top} on {', '.join(view.resource_nodes(top))}" for top in tops if view.resource_nodes(top)]
 
 
-def resources_on(view: crm.ClusterStatus, node: str) -> list[str]:
+def resources_on(view: crmstatus.ClusterStatus, node: str) -> list[str]:
     """Resource instances active on `node`."""
     return sorted({r.clone or r.id for r in view.resources if r.active and node in r.nodes})
 
@@ -60,7 +60,7 @@ def done_when_empty(missing: list[str]) -> tuple[bool, str]:
 
 
 # --- start / stop ------------------------------------------------------------------------------
-def _refuse_in_maintenance(view: crm.ClusterStatus, what: str) -> None:
+def _refuse_in_maintenance(view: crmstatus.ClusterStatus, what: str) -> None:
     if view.summary.maintenance_mode:
         raise Failed(f"the cluster is in maintenance mode: Pacemaker would not {what} anything "
                      "(cls_unmaintenance first)", EXIT_REFUSED)
@@ -203,7 +203,7 @@ def unmaintenance_node_cmd(node: str, timeout: int) -> None:
 
 
 # --- standby ----------------------------------------------------------------------------------------
-def standby_missing(view: crm.ClusterStatus, node: str, clone: str, had_primary: bool) -> list[str]:
+def standby_missing(view: crmstatus.ClusterStatus, node: str, clone: str, had_primary: bool) -> list[str]:
     """What is left to do after NODE went to standby: its resources gone, a primary elsewhere."""
     missing = [f"{r} still on {node}" for r in resources_on(view, node)]
     promoted = [n for n in view.promoted_nodes(clone) if n != node]
@@ -212,7 +212,7 @@ def standby_missing(view: crm.ClusterStatus, node: str, clone: str, had_primary:
     return missing
 
 
-def unstandby_missing(view: crm.ClusterStatus, node: str, pgsql: Primitive) -> list[str]:
+def unstandby_missing(view: crmstatus.ClusterStatus, node: str, pgsql: Primitive) -> list[str]:
     """What is left to do after NODE left standby: PostgreSQL there, primary or streaming."""
     entry = view.node(node)
     if entry is None or not entry.online:

@@ -25,7 +25,7 @@ from typing import Optional
 
 import click
 
-from pha import crm
+from pha import crm, crmstatus
 from pha.commands import common
 from pha.commands.common import EXIT_REFUSED, Cluster, Failed, emit, json_option, say, timeout_option
 from pha.commands.control import done_when_empty, standby_node, unstandby_missing
@@ -176,12 +176,12 @@ class _StartFailed(Exception):
     """PostgreSQL failed to start on this node: waiting longer cannot help."""
 
 
-def _failures(view: crm.ClusterStatus, me: str, pgsql: common.Primitive) -> list[crm.Failure]:
+def _failures(view: crmstatus.ClusterStatus, me: str, pgsql: common.Primitive) -> list[crmstatus.Failure]:
     return [f for f in view.failures if f.node == me and f.op_key.startswith(f"{pgsql.id}_")]
 
 
-def _start_failure(view: crm.ClusterStatus, me: str, pgsql: common.Primitive,
-                   old: set[crm.Failure]) -> Optional[str]:
+def _start_failure(view: crmstatus.ClusterStatus, me: str, pgsql: common.Primitive,
+                   old: set[crmstatus.Failure]) -> Optional[str]:
     """A failure of the resource here that was not there before the cleanup."""
     for failure in _failures(view, me, pgsql):
         if failure not in old:

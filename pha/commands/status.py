@@ -14,7 +14,7 @@ from typing import Optional
 
 import click
 
-from pha import crm, fencing
+from pha import crmstatus, fencing
 from pha.commands import common
 from pha.commands.common import EXIT_FAILED, Cib, Cluster, Failed, emit, json_option
 from pha.pgsql import decide
@@ -50,12 +50,12 @@ def vip_role(cib: Cib, vip: str, clone: str, is_master_ip: bool) -> Optional[str
 
 def _attracts(score: str) -> bool:
     try:
-        return crm.parse_score(score) > 0
+        return crmstatus.parse_score(score) > 0
     except ValueError:
         return False
 
 
-def summarize(view: crm.ClusterStatus, cib: Cib, repl_info: Optional[str],
+def summarize(view: crmstatus.ClusterStatus, cib: Cib, repl_info: Optional[str],
               lvs: Optional[dict] = None) -> dict:
     """pha's view of the cluster and its health verdict (pure)."""
     pgsql = cib.pgsql()
@@ -76,7 +76,7 @@ def summarize(view: crm.ClusterStatus, cib: Cib, repl_info: Optional[str],
         problems.append(f"{clone} is disabled (cls_start)")
     promoted = view.promoted_nodes(clone)
     unpromoted = view.unpromoted_nodes(clone)
-    failures_by_node: dict[str, list[crm.Failure]] = {}
+    failures_by_node: dict[str, list[crmstatus.Failure]] = {}
     for failure in view.failures:
         failures_by_node.setdefault(failure.node, []).append(failure)
     node_report = {}
@@ -160,7 +160,7 @@ def summarize(view: crm.ClusterStatus, cib: Cib, repl_info: Optional[str],
     }
 
 
-def lvs_summary(view: crm.ClusterStatus, cib: Cib, me: Optional[str]) -> Optional[dict]:
+def lvs_summary(view: crmstatus.ClusterStatus, cib: Cib, me: Optional[str]) -> Optional[dict]:
     """The LVS director and its real servers; weights read from IPVS when the director is this node."""
     directors = cib.by_agent(LVS_AGENT)
     if not directors:

@@ -16,7 +16,7 @@ from typing import Optional
 
 import click
 
-from pha import crm
+from pha import crmstatus
 from pha.commands import common
 from pha.commands.control import done_when_empty, stop_remaining
 from pha.commands.common import (EXIT_FAILED, EXIT_REFUSED, EXIT_USAGE, Cluster, Failed, Primitive, emit,
@@ -25,7 +25,7 @@ from pha.pgsql.names import ATTR_DATA, ATTR_LAG, PROPERTY_SET, REPL_INFO, STREAM
 
 
 # --- the target (pure) --------------------------------------------------------------------
-def candidates(view: crm.ClusterStatus, pgsql: Primitive) -> list[str]:
+def candidates(view: crmstatus.ClusterStatus, pgsql: Primitive) -> list[str]:
     """Standbys a switchover may promote, best first: streaming (the sync standby only in
     sync mode), by promotion score, then replay lag, then node_list order."""
     sync = pgsql.params.get("rep_mode") == "sync"
@@ -45,7 +45,7 @@ def candidates(view: crm.ClusterStatus, pgsql: Primitive) -> list[str]:
     return sorted(found, key=rank)
 
 
-def choose_target(view: crm.ClusterStatus, pgsql: Primitive, to: Optional[str]) -> tuple[str, str]:
+def choose_target(view: crmstatus.ClusterStatus, pgsql: Primitive, to: Optional[str]) -> tuple[str, str]:
     """(current primary, target); Failed saying why the switch is refused."""
     promoted = view.promoted_nodes(pgsql.top)
     if len(promoted) != 1:
@@ -84,7 +84,7 @@ def choose_target(view: crm.ClusterStatus, pgsql: Primitive, to: Optional[str]) 
     return primary, to
 
 
-def switched(view: crm.ClusterStatus, pgsql: Primitive, writer: Optional[str], target: str) -> list[str]:
+def switched(view: crmstatus.ClusterStatus, pgsql: Primitive, writer: Optional[str], target: str) -> list[str]:
     """What the switch still waits for: the target Promoted, with the writer VIP."""
     missing = []
     promoted = view.promoted_nodes(pgsql.top)
@@ -95,15 +95,15 @@ def switched(view: crm.ClusterStatus, pgsql: Primitive, writer: Optional[str], t
     return missing
 
 
-def promotion_score(view: crm.ClusterStatus, pgsql: Primitive, node: str) -> int:
+def promotion_score(view: crmstatus.ClusterStatus, pgsql: Primitive, node: str) -> int:
     """The node's promotion score (master-<resource>), 0 when unset."""
     try:
-        return crm.parse_score(view.attribute(node, score_attr(pgsql.id)) or "0")
+        return crmstatus.parse_score(view.attribute(node, score_attr(pgsql.id)) or "0")
     except ValueError:
         return 0
 
 
-def settled(view: crm.ClusterStatus, pgsql: Primitive, target: str) -> list[str]:
+def settled(view: crmstatus.ClusterStatus, pgsql: Primitive, target: str) -> list[str]:
     """What keeps a preference for `target` from being dropped safely: it must be promoted and
     outscore every running standby, or Pacemaker would move the primary again."""
     promoted = view.promoted_nodes(pgsql.top)
@@ -114,7 +114,7 @@ def settled(view: crm.ClusterStatus, pgsql: Primitive, target: str) -> list[str]
     return [f"{', '.join(rivals)} to score below {target}"] if rivals else []
 
 
-def streaming_again(view: crm.ClusterStatus, pgsql: Primitive, node: str) -> list[str]:
+def streaming_again(view: crmstatus.ClusterStatus, pgsql: Primitive, node: str) -> list[str]:
     if node not in view.unpromoted_nodes(pgsql.top):
         return [f"{node} running as a standby"]
     data = view.attribute(node, ATTR_DATA)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from pha.lab import config
-from pha import crm
+from pha import crm, crmstatus
 from pha.lab.config import LabConfigError
 
 STATE_FORMAT = 1
@@ -58,7 +58,10 @@ def missing_prerequisites(pg_version: str | None = None) -> list[str]:
         missing.append(f"PostgreSQL (no {config.PG_LIB}/N/bin with {', '.join(config.PG_TOOLS)})")
     elif pg_version is not None:
         bindir = config.pg_bin(pg_version)
-        missing += [f"{bindir}/{cmd}" for cmd in config.PG_TOOLS if not os.access(f"{bindir}/{cmd}", os.X_OK)]
+        lacking = [f"{bindir}/{cmd}" for cmd in config.PG_TOOLS if not os.access(f"{bindir}/{cmd}", os.X_OK)]
+        if lacking:
+            lacking[-1] += f" (PostgreSQL installed: {', '.join(config.pg_versions()) or 'none'})"
+        missing += lacking
     for path in (config.OCF_RESOURCE_D, config.OCF_SHELLFUNCS):
         if not os.path.exists(path):
             missing.append(path)
@@ -460,11 +463,11 @@ class Lab:
         return proc
 
     # ---- cluster view ----------------------------------------------------------------------
-    def view(self, observer: str, timeout: float = 15) -> crm.ClusterStatus:
+    def view(self, observer: str, timeout: float = 15) -> crmstatus.ClusterStatus:
         """What `observer`'s pacemaker sees (crm_mon XML)."""
         out = self.exec(observer, ["crm_mon", "--output-as=xml"], timeout=timeout).stdout
         try:
-            return crm.parse_crm_mon(out)
+            return crmstatus.parse_crm_mon(out)
         except ValueError as exc:
             raise LabConfigError(str(exc)) from None
 
@@ -474,7 +477,7 @@ class Lab:
         self._check_node(observer)
         return observer
 
-    def _wait_view(self, want: Callable[[crm.ClusterStatus], bool], what: str, timeout: float,
+    def _wait_view(self, want: Callable[[crmstatus.ClusterStatus], bool], what: str, timeout: float,
                    observer: str) -> float:
         t0 = time.monotonic()
         last: object = None

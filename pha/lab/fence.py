@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Iterator, Mapping, Optional
 
 from pha import fencing
 from pha.lab import config
+from pha.lab.core import LabError
 
 if TYPE_CHECKING:
     from pha.lab.core import Lab
@@ -56,7 +57,7 @@ KILL_TIMEOUT = 15.0
 _SAFE = re.compile(r"[A-Za-z0-9_./+-]+")   # the chassis control command goes through ipmi_sim's shell
 
 
-class FenceError(RuntimeError):
+class FenceError(LabError):
     """The lab's BMCs cannot do what was asked (and say why)."""
 
 
@@ -102,7 +103,7 @@ def config_defaults(values: dict[str, object]) -> None:
     if info is not None and not info.get("fencing"):
         values["fencing"] = fencing.NONE
         return
-    numbers = sorted(int(k[4:]) for k in values if config_node_key(k))
+    numbers = sorted(int(k[4:]) for k in values if re.fullmatch(r"node[1-9][0-9]{0,2}", k))
     nodes = [str(values[f"node{n}"]) for n in numbers]
     lab_nodes = [n for n in nodes if _is_lab_node(n)]
     defaults = fence_values(lab_nodes)
@@ -112,10 +113,6 @@ def config_defaults(values: dict[str, object]) -> None:
     for index, node in enumerate(nodes, 1):
         if f"fence_node{index}" not in values and _is_lab_node(node):
             values[f"fence_node{index}"] = (("ip", bmc_ip(node)),)
-
-
-def config_node_key(name: str) -> bool:
-    return re.fullmatch(r"node[1-9][0-9]{0,2}", name) is not None
 
 
 def _is_lab_node(name: str) -> bool:
@@ -302,8 +299,8 @@ def power_off(lab: "Lab", node: str) -> None:
     netns = config.node_netns(node)
     if os.path.exists(network.netns_path(netns)):
         record["port_up"] = network.port_is_up(node)
+        _unplug(node)
         network.destroy([netns])
-    _wait_port_gone(node)
     try:
         os.unlink(lab.state_dir / node / READY_FILE)
     except FileNotFoundError:
@@ -342,17 +339,15 @@ def boot(state_dir: str, node: str) -> int:
     return 0
 
 
-def _wait_port_gone(node: str) -> None:
-    """The kernel frees a deleted namespace (and its veth) in the background: wait for the switch port
-    to go, or power on could not plug a new one in."""
+def _unplug(node: str) -> None:
+    """Delete node's switch port (and so its eth0, the other end of the veth) at once. The kernel frees
+    the namespace itself only when its last socket is gone: a cut node's TCP connections can keep it
+    for a minute, and with it a veth a new boot could not be plugged in beside."""
     from pyroute2 import NetNS
-    deadline = time.monotonic() + KILL_TIMEOUT
     with NetNS(config.SWITCH_NETNS) as switch:
-        while switch.link_lookup(ifname=config.switch_port(node)):
-            if time.monotonic() > deadline:
-                raise FenceError(f"{node}: switch port {config.switch_port(node)} still there "
-                                 f"{KILL_TIMEOUT:.0f}s after its namespace was deleted")
-            time.sleep(0.05)
+        found = switch.link_lookup(ifname=config.switch_port(node))
+        if found:
+            switch.link("del", index=found[0])
 
 
 def _plug(node: str, port_up: bool) -> None:
@@ -360,12 +355,13 @@ def _plug(node: str, port_up: bool) -> None:
     from pyroute2 import NetNS, netns
     from pha.lab import network
     name = config.node_netns(node)
-    if os.path.exists(network.netns_path(name)):
-        return
-    netns.create(name)
+    if not os.path.exists(network.netns_path(name)):
+        netns.create(name)
     with NetNS(config.SWITCH_NETNS) as switch:
         bridge = switch.link_lookup(ifname=config.BRIDGE)[0]
         port = config.switch_port(node)
+        if switch.link_lookup(ifname=port):
+            return                          # wired already
         switch.link("add", ifname=port, kind="veth", peer={"ifname": config.NODE_IFNAME, "net_ns_fd": name})
         switch.link("set", index=switch.link_lookup(ifname=port)[0], master=bridge,
                     state="up" if port_up else "down")

@@ -18,7 +18,7 @@ import shlex
 import subprocess
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
-from pha import ocf
+from pha import ocf, ocflog
 from pha.lvs.plan import Candidate, name_problem, parse_lag
 
 if TYPE_CHECKING:   # imported lazily, inside the calls
@@ -53,7 +53,7 @@ def from_script(command: str) -> list[Candidate]:
 
 
 def from_pacemaker(params: Mapping[str, ocf.Value], weight_names: Sequence[str],
-                   attribute_regex: re.Pattern, want_lag: bool, log: ocf.Log) -> list[Candidate]:
+                   attribute_regex: re.Pattern, want_lag: bool, log: ocflog.Log) -> list[Candidate]:
     """Candidates from Pacemaker (see the module docstring), with their lag attribute when wanted."""
     from pha.crm import CrmError
     crm = _crm()
@@ -96,7 +96,7 @@ def run_script(command: str, extra: list[str]) -> subprocess.CompletedProcess:
         raise SourceFailed(f"{argv[0]} could not be run: {exc.strerror or exc}") from None
 
 
-def _run_check(command: str, name: str, log: ocf.Log) -> bool:
+def _run_check(command: str, name: str, log: ocflog.Log) -> bool:
     if name_problem(name):
         return False        # never hand a hostile name to a command
     try:
@@ -107,7 +107,7 @@ def _run_check(command: str, name: str, log: ocf.Log) -> bool:
     return result.returncode == 0 and result.stdout.strip() == "t"
 
 
-def _matches(crm: Crm, attribute: str, node: str, regex: re.Pattern, log: ocf.Log) -> bool:
+def _matches(crm: Crm, attribute: str, node: str, regex: re.Pattern, log: ocflog.Log) -> bool:
     from pha.crm import CrmError
     try:
         value = crm.get_node_attr(attribute, node=node, lifetime="reboot")

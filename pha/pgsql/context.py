@@ -17,7 +17,7 @@ from pha import ocf
 from pha.pgsql import decide, names
 
 if TYPE_CHECKING:
-    from pha.crm import ClusterStatus
+    from pha.crmstatus import ClusterStatus
     from pha.pgsql.instance import Instance
 
 

@@ -249,10 +249,40 @@ def summarize(waldump_output: str) -> tuple[list[tuple[str, str, str]], int]:
     return commits, aborts
 
 
+def already_kept(keep_root: str, timeline: int, switch_lsn: int) -> Optional[Kept]:
+    """The newest complete copy (summary.txt written) of this fork's WAL, if an earlier
+    attempt made one: a start retried after a failed pg_rewind does not copy it again."""
+    suffix = re.escape(f"-timeline{timeline}-{format_lsn(switch_lsn).replace('/', '-')}")
+    pattern = re.compile(r"[0-9]{8}T[0-9]{6}Z" + suffix + r"(?:-[0-9]+)?")
+    try:
+        with os.scandir(keep_root) as entries:
+            found = sorted((e.name for e in entries if pattern.fullmatch(e.name)
+                            and e.is_dir(follow_symlinks=False)), reverse=True)
+    except FileNotFoundError:
+        return None
+    for name in found:
+        directory = os.path.join(keep_root, name)
+        summary = os.path.join(directory, "summary.txt")
+        try:
+            text = files.read_nofollow(summary)
+        except OSError:
+            continue
+        with os.scandir(directory) as entries:
+            sizes = [e.stat(follow_symlinks=False).st_size for e in entries
+                     if e.name != "summary.txt" and e.is_file(follow_symlinks=False)]
+        commits = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+        return Kept(directory, len(sizes), sum(sizes), "(stopped at" in text, summary, commits)
+    return None
+
+
 def keep_diverged_wal(target: Target, timeline: int, switch_lsn: int, segment_size: int,
                       run: Runner = process.run_as, now: Optional[float] = None) -> Kept:
     """Copy the WAL this node wrote on `timeline` from `switch_lsn` on into a new
-    directory under target.keep_root, with summary.txt (pg_waldump's commits)."""
+    directory under target.keep_root, with summary.txt (pg_waldump's commits);
+    a copy an earlier attempt made is used again."""
+    earlier = already_kept(files.private_dir(target.keep_root), timeline, switch_lsn)
+    if earlier is not None:
+        return earlier
     pg_wal = os.path.join(target.pgdata, "pg_wal")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time()))
     base = os.path.join(files.private_dir(target.keep_root),
@@ -443,14 +473,22 @@ def perform(target: Target, facts: Facts, segment_size: int, config_extra: tuple
         return Result(verdict.action, verdict.reason)
     if verdict.action == RECLONE:
         return Result(RECLONE, verdict.reason, moved_aside=reclone(target, config_extra, timeout, run))
+    # Right after a promotion the primary's control file still names an older timeline (its
+    # checkpoint is spread out, or the last restartpoint of the standby it was): pg_rewind then
+    # takes the wrong divergence point and leaves a minimum recovery point on that timeline,
+    # which PostgreSQL refuses to start from (measured in the lab). A checkpoint first.
+    not_yet = checkpoint(target)
+    if not_yet is not None:
+        return Result(REFUSE, f"{verdict.reason}; CHECKPOINT on the primary failed ({not_yet}): pg_rewind needs "
+                              "the primary's control file to name its timeline; grant pg_checkpoint (or "
+                              "superuser) to the replication user, or run CHECKPOINT there, and retry")
     left = left_at(facts, facts.local_timeline)
     kept = None
     if left is not None:
         kept = keep_diverged_wal(target, facts.local_timeline, left, segment_size, run)
     saved = save_config(target.pgdata, config_extra)
     outcome = run_pg_rewind(target, timeout, run=run)
-    not_yet = None
-    if outcome.outcome == SAME_TIMELINE:       # the primary has not checkpointed since its promotion
+    if outcome.outcome == SAME_TIMELINE:       # the checkpoint had not reached the control file yet
         not_yet = checkpoint(target)
         outcome = run_pg_rewind(target, timeout, run=run) if not_yet is None else outcome
     restore_config(target.pgdata, saved)

@@ -1,4 +1,5 @@
-"""start and stop, and the fork guard that refuses a node whose WAL left the cluster's history."""
+"""start and stop, and the fork guard that finds a node whose WAL left the cluster's
+history: its start rewinds it (auto_rewind, pha.pgsql.rejoin) or refuses it."""
 from __future__ import annotations
 
 import os

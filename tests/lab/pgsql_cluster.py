@@ -13,7 +13,7 @@ import subprocess
 import time
 from typing import Callable, Iterable, Optional, TypeVar
 
-from pha import cluster, crm
+from pha import cluster, crm, crmstatus
 from pha.lab import config
 from pha.lab.core import Lab, LabCommandError, LabError
 from pha.lab.config import LabConfigError
@@ -92,7 +92,7 @@ def create_pgsql_cluster(lab: Lab, rep_mode: str = "sync", agent: str = cluster.
 
 
 # --- reading the cluster ---------------------------------------------------------
-def status(lab: Lab, nodes: Optional[Iterable[str]] = None) -> crm.ClusterStatus:
+def status(lab: Lab, nodes: Optional[Iterable[str]] = None) -> crmstatus.ClusterStatus:
     """The cluster as the first of `nodes` (default: all) in a quorate partition sees it."""
     last: object = "no node answered"
     for node in nodes or lab.nodes:
@@ -120,7 +120,7 @@ def primary_of(lab: Lab, nodes: Optional[Iterable[str]] = None) -> str:
     return promoted[0]
 
 
-def health_problems(view: crm.ClusterStatus, nodes: Iterable[str], rep_mode: Optional[str] = None) -> list[str]:
+def health_problems(view: crmstatus.ClusterStatus, nodes: Iterable[str], rep_mode: Optional[str] = None) -> list[str]:
     """Why `view` is not a healthy cluster of `nodes` (empty when it is).
 
     Healthy: one Promoted, every other node Unpromoted with a STREAMING
@@ -152,7 +152,7 @@ def health_problems(view: crm.ClusterStatus, nodes: Iterable[str], rep_mode: Opt
     return problems
 
 
-def milestones_reached(view: crm.ClusterStatus, nodes: Iterable[str]) -> set[str]:
+def milestones_reached(view: crmstatus.ClusterStatus, nodes: Iterable[str]) -> set[str]:
     """Which of MILESTONES `view` shows."""
     promoted = view.promoted_nodes(CLONE)
     standbys = [n for n in nodes if n not in promoted]

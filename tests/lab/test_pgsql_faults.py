@@ -187,7 +187,7 @@ def fault_and_check(lab, fault: str, inflict, heal=None) -> dict[str, float]:
     lab.wait_online(timeout=BACK_TIMEOUT, observer=others[0])
     timings["back_s"] = round(time.time() - at, 2)
     outcome = rejoined_or_refused(lab, old, others)
-    print(f"{old} after fencing: online again, {outcome}")
+    print(f"{old} after fencing: online again {timings['back_s']}s after the fault, {outcome}")
     return timings
 
 

@@ -7,6 +7,8 @@ its summary.txt). The cluster restarts a failed instance in place (migration-thr
 """
 from __future__ import annotations
 
+import json
+import sys
 import time
 
 import pytest
@@ -120,3 +122,66 @@ def test_cut_of_the_primary_node_then_heal_rejoins_by_itself(rejoin_cluster, rec
           f"writer {result.summary()}")
     record_property("cut_heal_healthy_after_s", round(healthy_after, 1))
     record_property("cut_rewound", bool(rewound))
+
+
+LOCAL_SQL = r"""
+import json, sys
+import psycopg
+host, sql = sys.argv[1], sys.argv[2]
+with psycopg.connect(host=host, port=5432, user="postgres", dbname="postgres", autocommit=True,
+                     connect_timeout=5) as conn:
+    cursor = conn.execute(sql)
+    print(json.dumps([list(r) for r in cursor.fetchall()] if cursor.description else []))
+"""
+
+LOCAL_COMMITS = r"""
+import json, sys
+import psycopg
+host, count = sys.argv[1], int(sys.argv[2])
+with psycopg.connect(host=host, port=5432, user="postgres", dbname="postgres", autocommit=True,
+                     connect_timeout=5) as conn:
+    conn.execute("SET synchronous_commit = local")      # acknowledged by the primary alone, as in async mode
+    ids = [conn.execute("INSERT INTO pha_rejoin_local (note) VALUES ('local') RETURNING id").fetchone()[0]
+           for _ in range(count)]
+print(json.dumps(ids))
+"""
+
+
+def sql(lab, where: str, statement: str) -> list:
+    """Rows of `statement` run on `where` (a node's unix socket, or the VIP from the client)."""
+    host = "/run/postgresql" if where != "client" else lab.vip(0)
+    argv = [sys.executable, "-c", LOCAL_SQL, host, statement]
+    return json.loads((lab.client_exec(argv) if where == "client" else lab.exec(where, argv)).stdout)
+
+
+def test_commits_acknowledged_by_the_old_primary_alone_are_listed_in_the_summary(rejoin_cluster) -> None:
+    """As in async mode: commits the standbys never received (the primary's walsenders
+    paused, synchronous_commit=local) are acknowledged, then the primary dies with its
+    walsenders. The rewind undoes them on the old primary: its summary.txt lists them, and
+    they are not on the new one."""
+    lab = rejoin_cluster
+    old = primary_of(lab)
+    sql(lab, "client", "CREATE TABLE IF NOT EXISTS pha_rejoin_local (id bigserial PRIMARY KEY, note text)")
+    senders = [str(r[0]) for r in sql(lab, old, "SELECT pid FROM pg_stat_replication")]
+    assert senders
+    pid = lab.exec(old, ["head", "-1", f"{PGDATA}/postmaster.pid"]).stdout.strip()
+    lab.exec(old, ["kill", "-STOP", *senders])
+    try:
+        ids = json.loads(lab.client_exec([sys.executable, "-c", LOCAL_COMMITS, lab.vip(0), "20"]).stdout)
+    finally:
+        killed = time.time()
+        lab.exec(old, ["kill", "-9", pid, *senders])
+    t0 = time.monotonic()
+    new, _ = wait_for("a new primary", lambda: next(
+        (n for n in status(lab).promoted_nodes(CLONE) if n != old), None), timeout=60)
+    wait_healthy(lab, timeout=HEALTHY_WITHIN, rep_mode="sync")
+    healthy_after = time.monotonic() - t0
+    present = {r[0] for r in sql(lab, new, "SELECT id FROM pha_rejoin_local")}
+    assert not present & set(ids), "the new primary holds commits its standby never received?"
+    rewound = rewound_since(lab, old, killed)
+    assert rewound, f"{old} rejoined without a rewind, yet its WAL held {len(ids)} commits the others lack"
+    summary = lab.exec(old, ["cat", f"{rewound[2]}/summary.txt"]).stdout
+    commits = [line for line in summary.splitlines() if line and not line.startswith("#")]
+    assert len(commits) >= len(ids), summary
+    print(f"{len(ids)} commits acknowledged by {old} alone; {new} promoted; healthy {healthy_after:.1f}s after "
+          f"the kill; {old} rewound, {rewound[1]} B kept in {rewound[2]}:\n{summary}")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pha import crm
+from pha import crm, crmstatus
 
 pytestmark = pytest.mark.lab
 AGENT = "/usr/lib/ocf/resource.d/pha/vip"
@@ -19,8 +19,8 @@ def lab_options() -> dict:
     return {"pg": False}
 
 
-def status(lab, observer: str = "node1") -> crm.ClusterStatus:
-    return crm.parse_crm_mon(lab.exec(observer, list(crm.CRM_MON_ARGV), timeout=20).stdout)
+def status(lab, observer: str = "node1") -> crmstatus.ClusterStatus:
+    return crmstatus.parse_crm_mon(lab.exec(observer, list(crm.CRM_MON_ARGV), timeout=20).stdout)
 
 
 def wait_for(what: str, check, timeout: float = 60, step: float = 0.2):

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
-from pha import crm
+from pha import crm, crmstatus
 from pha.agents import pgsql as agent
 from pha.pgsql import context, decide, rewind
 
@@ -86,23 +86,23 @@ class FakeCluster:
         self._check("has_quorum")
         return self.corosync_quorum
 
-    def status(self, timeout: Optional[float] = None) -> crm.ClusterStatus:
+    def status(self, timeout: Optional[float] = None) -> crmstatus.ClusterStatus:
         self._check("status")
-        summary = crm.Summary(stack="corosync", dc="node1", dc_id="1", dc_version="2.1.5", quorum=self.quorum,
+        summary = crmstatus.Summary(stack="corosync", dc="node1", dc_id="1", dc_version="2.1.5", quorum=self.quorum,
                               nodes_configured=len(self.attrs), resources_configured=len(self.attrs),
                               resources_disabled=0, resources_blocked=0, maintenance_mode=False,
                               stop_all_resources=False, stonith_enabled=False, no_quorum_policy="stop",
                               pacemakerd_state="running")
-        nodes = [crm.Node(name=n, id=str(i), online=n in self.online, standby=False, standby_onfail=False,
+        nodes = [crmstatus.Node(name=n, id=str(i), online=n in self.online, standby=False, standby_onfail=False,
                           maintenance=False, pending=False, unclean=False, shutdown=n in self.shutdown,
                           expected_up=True, is_dc=i == 1, resources_running=0, type="member")
                  for i, n in enumerate(self.attrs, 1)]
-        resources = [crm.Resource(id=f"{RSC}:{i}", agent="ocf:pha:pgsql", role="Unpromoted",
+        resources = [crmstatus.Resource(id=f"{RSC}:{i}", agent="ocf:pha:pgsql", role="Unpromoted",
                                   target_role=self.target_role, active=n in self.running, orphaned=False,
                                   blocked=False, managed=True, failed=False, failure_ignored=False,
                                   nodes=(n,) if n in self.running else (), clone=f"{RSC}-clone", promotable=True)
                      for i, n in enumerate(self.attrs)]
-        return crm.ClusterStatus(summary, nodes, resources, {}, {}, copy.deepcopy(self.attrs), {}, [], [])
+        return crmstatus.ClusterStatus(summary, nodes, resources, {}, {}, copy.deepcopy(self.attrs), {}, [], [])
 
 
 class FakeConn:

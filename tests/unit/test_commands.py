@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from pha import cib as cib_xml
-from pha import crm
+from pha import crm, crmstatus
 from pha.agents import pgsql as pgsql_agent
 from pha.commands import common, control, registry, repair, status, switch
 from pha.commands.common import EXIT_REFUSED, EXIT_TIMEOUT, EXIT_USAGE, Failed
@@ -29,8 +29,8 @@ pytestmark = pytest.mark.unit
 DATA = Path(__file__).resolve().parent / "data"
 
 
-def view(state: str) -> crm.ClusterStatus:
-    return crm.parse_crm_mon((DATA / f"commands_crm_mon_{state}.xml").read_text())
+def view(state: str) -> crmstatus.ClusterStatus:
+    return crmstatus.parse_crm_mon((DATA / f"commands_crm_mon_{state}.xml").read_text())
 
 
 def cib(name: str = "commands_cib") -> common.Cib:
@@ -43,7 +43,7 @@ def with_params(base: common.Cib, **params: str) -> common.Cib:
     return base._replace(primitives={**base.primitives, pgsql.id: changed})
 
 
-def without_primary(v: crm.ClusterStatus) -> crm.ClusterStatus:
+def without_primary(v: crmstatus.ClusterStatus) -> crmstatus.ClusterStatus:
     return v._replace(resources=[r._replace(role="Unpromoted") if r.role == "Promoted" else r
                                  for r in v.resources])
 
@@ -180,7 +180,7 @@ def test_async_mode_needs_no_sync_standby() -> None:
 def test_lvs_weights_come_from_ipvs_on_the_director_only(monkeypatch: pytest.MonkeyPatch) -> None:
     c = cib("commands_cib_lvs")
     v = view("healthy")
-    v = v._replace(resources=[*v.resources, crm.Resource("lvsdr", "ocf:pha:lvsdr", "Started", None, True, False,
+    v = v._replace(resources=[*v.resources, crmstatus.Resource("lvsdr", "ocf:pha:lvsdr", "Started", None, True, False,
                                                           False, True, False, False, ("node2",))])
     elsewhere = status.lvs_summary(v, c, "node1")
     assert elsewhere["director"] == "node2" and elsewhere["real_servers"] is None

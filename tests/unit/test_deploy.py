@@ -314,3 +314,30 @@ def test_setup_rebuilds_the_health_acl_and_names_haclient_members_left_without_a
     edits = node.ran("pcs", "-f", "/tmp/pha-setup.abc/cib.xml", "acl")
     assert [e[4:] for e in edits[:2]] == [["user", "delete", "pha_health"], ["role", "delete", "pha-health-read"]]
     assert any("alice (in haclient, no ACL) will have no access" in line for line in said)
+
+
+
+def _leaderless_then(*statuses):
+    """crm.Crm's status() answering a DC-less capture, then `statuses`, the last one for ever."""
+    from pathlib import Path
+    from pha import crmstatus
+    elected = crmstatus.parse_crm_mon((Path(__file__).parent / "data" / "crm_mon_all_online.xml").read_text())
+    leaderless = elected._replace(summary=elected.summary._replace(dc=None))
+    answers = [leaderless] + [elected if s == "elected" else leaderless for s in statuses]
+
+    class Bridge:
+        def status(self):
+            return answers.pop(0) if len(answers) > 1 else answers[0]
+    return Bridge()
+
+
+def test_setup_waits_for_a_dc_before_it_pushes():
+    slept = []
+    status = deploy.elected_status(_leaderless_then("leaderless", "elected"), "node1", sleep=slept.append)
+    assert status.summary.dc and slept == [1.0, 1.0]
+
+
+def test_setup_says_when_no_dc_comes():
+    now = iter(range(0, 1000, 30))
+    with pytest.raises(deploy.SetupError, match="no DC after 60s"):
+        deploy.elected_status(_leaderless_then(), "node1", clock=lambda: next(now), sleep=lambda _s: None)

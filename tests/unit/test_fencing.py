@@ -56,7 +56,8 @@ def test_one_device_per_node_with_its_level_and_no_secret_in_the_cib() -> None:
                            "ip=192.0.2.21", "password_script=/etc/pha/fence-password", "pcmk_host_list=n1",
                            "op", "monitor", "interval=60s"]
     assert [c[3] for c in commands[:3]] == ["fence-n1", "fence-n2", "fence-n3"]
-    assert commands[3:] == [["pcs", "stonith", "level", "add", "1", n, f"fence-{n}"] for n in ("n1", "n2", "n3")]
+    assert commands[3:] == [["pcs", "stonith", "level", "add", "1", n, f"fence-{n}", "--force"]
+                            for n in ("n1", "n2", "n3")]
     assert not any("pcmk_delay_base" in word for argv in commands for word in argv)   # 3 nodes: no race
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pha import ocf
+from pha import ocf, ocflog
 from pha.agents import lvsdr, lvsdr_realsvr
 from pha.ipvs import RealServer, ServiceState, VirtualService
 from pha.lvs import hosts, sources, state
@@ -92,7 +92,7 @@ def test_lvsdr_valid_configuration(capsys: pytest.CaptureFixture) -> None:
 def test_typed_parameters_win_over_legacy_options(capsys: pytest.CaptureFixture) -> None:
     env = {"OCF_RESKEY_vip": "10.78.0.200", "OCF_RESKEY_virtual_service_options": "-s wrr -p 120",
            "OCF_RESKEY_scheduler": "lc"}
-    res = ocf.Resource(lvsdr.AGENT, "validate-all", env, ocf.Log("lvsdr", env))
+    res = ocf.Resource(lvsdr.AGENT, "validate-all", env, ocflog.Log("lvsdr", env))
     config = lvsdr.build_config(res)
     assert (config.scheduler, config.persistent_timeout) == ("lc", 120)
 
@@ -138,7 +138,7 @@ def test_realsvr_bad_input_is_err_configured(params: dict, reason: str, capsys: 
 def resource(agent: ocf.Agent, tmp_path: Path, **params: str) -> ocf.Resource:
     env = {"OCF_RESOURCE_INSTANCE": "reader:0", "PHA_STATE_DIR": str(tmp_path / "state"),
            **{f"OCF_RESKEY_{k}": v for k, v in params.items()}}
-    return ocf.Resource(agent, "monitor", env, ocf.Log(agent.name, env))
+    return ocf.Resource(agent, "monitor", env, ocflog.Log(agent.name, env))
 
 
 def test_lvsdr_state_file_is_private(tmp_path: Path) -> None:

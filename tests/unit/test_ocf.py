@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pha import ocf
+from pha import ocf, ocflog, ocfmetadata
 from pha.install import AGENTS
 
 pytestmark = pytest.mark.unit
@@ -162,7 +162,7 @@ def test_every_agent_metadata_validates(agent: str, schema: Path, tmp_path: Path
 def test_ocf10_compatible_agents_conform_to_resource_agents_schemas(agent: str) -> None:
     """What ocf-tester (ra-api-1.dtd) and resource-agents' metadata.rng accept."""
     module = importlib.import_module("pha.agents." + agent.replace("-", "_"))
-    if not module.AGENT.ocf10_compatible:
+    if not ocfmetadata.ocf10_compatible(module.AGENT):
         pytest.skip(f"{agent} uses OCF 1.1 features (select, deprecated, reloadable...)")
     xml = module.AGENT.metadata()
     dtd = subprocess.run(["xmllint", "--noout", "--valid", "-"], input=xml, text=True,
@@ -175,9 +175,9 @@ def test_ocf10_compatible_agents_conform_to_resource_agents_schemas(agent: str) 
 
 
 def test_ocf10_compatibility_is_detected() -> None:
-    assert not sample_agent().ocf10_compatible
+    assert not ocfmetadata.ocf10_compatible(sample_agent())
     plain = ocf.Agent("p", "1", "s", "l", [ocf.Param("x", unique=True)], [ocf.Action("start")])
-    assert plain.ocf10_compatible
+    assert ocfmetadata.ocf10_compatible(plain)
     assert "<!DOCTYPE" in plain.metadata() and "<!DOCTYPE" not in sample_agent().metadata()
 
 
@@ -237,19 +237,19 @@ def test_clone_info() -> None:
 def test_logging_like_ocf_shellfuncs(tmp_path: Path, capsys) -> None:
     logfile = tmp_path / "ha.log"
     env = {"OCF_RESOURCE_INSTANCE": "vip1", "HA_LOGFILE": str(logfile)}
-    log = ocf.Log("vip", env)
+    log = ocflog.Log("vip", env)
     log.debug("hidden")
     log.info("hello")
     err = capsys.readouterr().err
     assert "hidden" not in err
     assert "vip(vip1)[" in err and "]: INFO: hello" in err
     assert "INFO: hello" in logfile.read_text()
-    ocf.Log("vip", {**env, "HA_debug": "1"}).debug("shown")
+    ocflog.Log("vip", {**env, "HA_debug": "1"}).debug("shown")
     assert "DEBUG: shown" in capsys.readouterr().err
 
 
 def test_exit_reason_is_one_line(capsys) -> None:
-    ocf.exit_reason("two\nlines")
+    ocflog.exit_reason("two\nlines")
     assert capsys.readouterr().err == "ocf-exit-reason:two lines\n"
 
 
@@ -262,7 +262,7 @@ def test_a_value_cannot_forge_a_log_line(tmp_path: Path, capsys) -> None:
     assert len(err.splitlines()) == 2  # the exit reason and the error, one line each
     assert "ocf-exit-reason:parameter port=10.0.0.1\\nsample(x)[1]: INFO: all is well\\r\\x1b[2J is not an integer" in err
     assert len(logfile.read_text().splitlines()) == 1
-    ocf.Log("sample", env).warning("line one\nline two")
+    ocflog.Log("sample", env).warning("line one\nline two")
     assert capsys.readouterr().err.count("\n") == 1
 
 
@@ -271,9 +271,9 @@ def test_huge_values_are_truncated_and_secrets_masked(capsys) -> None:
     assert sample_agent().run(["start"], env) == ocf.ERR_CONFIGURED
     err = capsys.readouterr().err
     assert len(err) < 1000 and "...(1000000 characters) is not an integer" in err
-    ocf.Log("sample", {}).info("conninfo host=a password=hunter2 " + "x" * 10_000)
+    ocflog.Log("sample", {}).info("conninfo host=a password=hunter2 " + "x" * 10_000)
     err = capsys.readouterr().err
-    assert "hunter2" not in err and "password=***" in err and len(err) < ocf.MAX_LINE + 100
+    assert "hunter2" not in err and "password=***" in err and len(err) < ocflog.MAX_LINE + 100
     err = ocf.bad_param("monitor_password", "hunter2", "is wrong", secret=True).reason
     assert err == "parameter monitor_password=*** is wrong"
     secret = ocf.Param("token", "integer", secret=True)

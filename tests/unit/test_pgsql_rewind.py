@@ -160,6 +160,15 @@ def test_keep_diverged_wal(node: r.Target) -> None:
     assert env["PGPASSFILE"] == "/etc/pha/pgpass"
 
 
+def test_a_retried_rewind_keeps_the_wal_once(node: r.Target) -> None:
+    run = FakeRun({"pg_waldump": (1, WALDUMP, "")})
+    first = r.keep_diverged_wal(node, 2, SWITCH, SEG, run=run, now=0)
+    again = r.keep_diverged_wal(node, 2, SWITCH, SEG, run=run, now=60)
+    assert again == first and len(run.calls) == 1 and os.listdir(node.keep_root) == [os.path.basename(first.directory)]
+    other = r.keep_diverged_wal(node, 2, SWITCH + 1, SEG, run=run, now=60)     # another fork: its own copy
+    assert other.directory != first.directory
+
+
 def test_keep_stops_at_its_limit_and_survives_a_waldump_timeout(node: r.Target) -> None:
     kept = r.keep_diverged_wal(node._replace(keep_max_bytes=100), 2, SWITCH, SEG,
                                run=FakeRun({"pg_waldump": (None, "", "")}), now=0)
@@ -247,27 +256,30 @@ def test_perform_keeps_then_rewinds(node: r.Target) -> None:
     Path(node.pgdata, "pha.conf").write_text("primary_conninfo = 'mine'\n")
     run = FakeRun({"pg_waldump": (0, WALDUMP, ""), "pg_rewind": (0, "pg_rewind: Done!", "")},
                   {"pg_rewind": lambda argv: Path(node.pgdata, "pha.conf").write_text("the primary's\n")})
-    result = r.perform(node, facts(), SEG, run=run)
+    checkpoints = []
+    result = r.perform(node, facts(), SEG, run=run, checkpoint=lambda t: checkpoints.append(t))
     assert result.action == r.REWIND and result.kept and result.kept.commits == 2
+    assert checkpoints == [node]                     # the source checkpointed before pg_rewind ran
     assert [c[0] for c in run.calls] == ["pg_waldump", "pg_rewind"]
     assert Path(node.pgdata, "pha.conf").read_text() == "primary_conninfo = 'mine'\n"
 
 
 def test_perform_stops_at_the_dead_end_or_reclones(node: r.Target) -> None:
     run = FakeRun({"pg_rewind": (0, "pg_rewind: no rewind required", "")})
-    result = r.perform(node, facts(), SEG, run=run)
+    result = r.perform(node, facts(), SEG, run=run, checkpoint=lambda t: None)
     assert result.action == r.REFUSE and "re-clone it" in result.reason and result.kept
     run = FakeRun({"pg_rewind": (1, "", "pg_rewind: fatal: boom")}, {"pg_basebackup": _basebackup_writes})
-    result = r.perform(node, facts(reclone=True), SEG, run=run)
+    result = r.perform(node, facts(reclone=True), SEG, run=run, checkpoint=lambda t: None)
     assert result.action == r.RECLONE and "pg_rewind failed" in result.reason and "boom" in result.reason
     assert os.path.isdir(result.moved_aside)
 
 
 class Rewinds:
-    """pg_rewind answering "same timeline" until the source checkpointed."""
+    """pg_rewind answering "same timeline" until the source checkpointed (`late`: the first
+    checkpoint has not reached its control file yet)."""
 
-    def __init__(self, checkpoint_error: Optional[str]) -> None:
-        self.checkpoint_error, self.checkpointed = checkpoint_error, False
+    def __init__(self, checkpoint_error: Optional[str], late: int = 0) -> None:
+        self.checkpoint_error, self.checkpointed, self.late = checkpoint_error, False, late
         self.run = FakeRun({})
         self.run.answers["pg_rewind"] = (0, "", "pg_rewind: source and target cluster are on the same timeline\n"
                                                 "pg_rewind: no rewind required")
@@ -275,7 +287,10 @@ class Rewinds:
     def checkpoint(self, target: r.Target) -> Optional[str]:
         if self.checkpoint_error is None:
             self.checkpointed = True
-            self.run.answers["pg_rewind"] = (0, "pg_rewind: Done!", "")
+            if self.late:
+                self.late -= 1
+            else:
+                self.run.answers["pg_rewind"] = (0, "pg_rewind: Done!", "")
         return self.checkpoint_error
 
 
@@ -283,11 +298,15 @@ def test_a_source_not_yet_checkpointed_is_checkpointed_then_rewound(node: r.Targ
     rewinds = Rewinds(None)
     result = r.perform(node, facts(), SEG, run=rewinds.run, checkpoint=rewinds.checkpoint)
     assert result.action == r.REWIND and rewinds.checkpointed
-    assert [c[0] for c in rewinds.run.calls] == ["pg_waldump", "pg_rewind", "pg_rewind"]
+    assert [c[0] for c in rewinds.run.calls] == ["pg_waldump", "pg_rewind"]
+    rewinds = Rewinds(None, late=1)
+    result = r.perform(node, facts(), SEG, run=rewinds.run, checkpoint=rewinds.checkpoint)
+    assert result.action == r.REWIND and [c[0] for c in rewinds.run.calls] == ["pg_rewind", "pg_rewind"]
+    assert result.kept and result.kept.segments == 2      # the first attempt's copy, not made again
     rewinds = Rewinds("permission denied to checkpoint")
     result = r.perform(node, facts(), SEG, run=rewinds.run, checkpoint=rewinds.checkpoint)
-    assert result.action == r.REFUSE and "run CHECKPOINT on the primary and retry" in result.reason
-    assert "permission denied" in result.reason
+    assert result.action == r.REFUSE and "CHECKPOINT on the primary failed (permission denied" in result.reason
+    assert "grant pg_checkpoint" in result.reason and not rewinds.run.calls     # nothing touched
 
 
 def test_perform_does_nothing_without_a_fork_or_the_means(node: r.Target) -> None:

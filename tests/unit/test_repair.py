@@ -157,3 +157,25 @@ def test_the_old_failure_still_shown_after_the_cleanup_is_not_a_new_one(node, mo
     done = CliRunner().invoke(repair.repair_cmd, ["--json"])
     assert done.exit_code == 0, done.output
     assert not pacemaker.then
+
+
+def test_the_tools_come_from_pgdatas_version_without_pgctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """repair and reset-master find pg_rewind/pg_controldata from PG_VERSION (pha.pgsql.binaries)."""
+    from pha.commands import switch
+    from pha.commands.common import Failed
+    from pha.pgsql import binaries
+    pgdata = tmp_path / "data"
+    pgdata.mkdir()
+    (pgdata / "PG_VERSION").write_text("16\n")
+    bindir = tmp_path / "pg16"
+    bindir.mkdir()
+    (bindir / "postgres").write_text("#!/bin/sh\n")
+    (bindir / "postgres").chmod(0o755)
+    monkeypatch.setattr(binaries.bindir_for, "__kwdefaults__",
+                        {"layouts": (str(tmp_path / "pg{major}"),), "search_path": "", "run": lambda argv: None})
+    settings = {"pgdata": str(pgdata), "pgdba": "root", "tmpdir": str(tmp_path), "master_ip": "192.0.2.1",
+                "pgport": "5432", "repuser": "rep"}
+    assert repair.LocalPostgres(settings, "pgsql").bindir == str(bindir)
+    (pgdata / "PG_VERSION").write_text("17\n")
+    with pytest.raises(Failed, match=r"PostgreSQL 17 \(PG_VERSION of .*set the pgctl parameter"):
+        switch.controldata_position(settings)

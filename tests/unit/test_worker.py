@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pha import install, worker
+from pha import install, preload, worker
 from pha import shim as pha_shim
 
 pytestmark = pytest.mark.unit
@@ -119,7 +119,7 @@ def fake_worker(tmp_path: Path, monkeypatch):
     servers = []
 
     def start(action) -> callable:
-        def run_action(request: dict, fds: list[int]) -> int:
+        def run_action(request: worker.Request, fds: list[int]) -> int:
             for name in (marker, tmp_path / f"{request.argv[0]}.pid"):
                 name.write_text(str(os.getpid()))
             return action(request)
@@ -131,6 +131,7 @@ def fake_worker(tmp_path: Path, monkeypatch):
         pid = os.fork()
         if pid == 0:
             try:
+                sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__  # not pytest's capture
                 worker.serve(str(path), idle_seconds=60)
             finally:
                 os._exit(0)
@@ -153,6 +154,15 @@ def fake_worker(tmp_path: Path, monkeypatch):
             pass
 
 
+def read_pid(path: Path, seconds: float = 10) -> int:
+    """The pid an action wrote to `path`, once it is there in full."""
+    deadline = time.monotonic() + seconds
+    while not (path.exists() and path.read_text().endswith(tuple("0123456789"))):
+        assert time.monotonic() < deadline, f"{path} never got a pid"
+        time.sleep(0.02)
+    return int(path.read_text())
+
+
 def wait_gone(pid: int, seconds: float = 5) -> None:
     deadline = time.monotonic() + seconds
     while Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid):
@@ -170,8 +180,7 @@ def _state(pid: int) -> str:
 def test_action_is_killed_when_its_caller_leaves(fake_worker) -> None:
     start, marker = fake_worker
     caller = start(lambda _: (time.sleep(60), os._exit(0)))()
-    wait_for(marker)
-    action = int(marker.read_text())
+    action = read_pid(marker)
     caller.kill()
     caller.wait()
     wait_gone(action)
@@ -184,7 +193,16 @@ def test_action_exit_code_is_reported(fake_worker) -> None:
     assert out.strip() == "7"
 
 
-def slow_action(request: dict) -> int:
+def test_action_that_cannot_start_is_an_internal_error(fake_worker) -> None:
+    def broken(_) -> int:
+        raise ImportError("no module named pha.agents.vip")
+    out, err = fake_worker[0](broken)().communicate(timeout=30)
+    assert out.strip() == "1"
+    assert "ocf-exit-reason:internal error: ImportError: no module named pha.agents.vip" in err
+    assert "ERROR: Traceback (most recent call last):" in err
+
+
+def slow_action(request: worker.Request) -> int:
     """`slow` sleeps a second and returns 3; anything else returns 0 at once."""
     if request.argv[0] == "slow":
         time.sleep(1)
@@ -244,24 +262,26 @@ BAD_REQUESTS = {
 }
 
 
-@pytest.mark.parametrize("payload", BAD_REQUESTS.values(), ids=BAD_REQUESTS.keys())
-def test_bad_request_costs_only_itself(fake_worker, tmp_path: Path, payload: bytes) -> None:
-    """A request the worker cannot read: that caller hears "unread" (its shim runs
+def test_bad_requests_cost_only_themselves(fake_worker, tmp_path: Path) -> None:
+    """Requests the worker cannot read: each caller hears "unread" (its shim runs
     the action in-process), the action in flight finishes with its own code, and
     the worker serves the next caller."""
     start, _ = fake_worker
     call = start(slow_action)
     running = call(["slow"])
     wait_for(tmp_path / "slow.pid")
-    bad = raw_client(tmp_path / "w.sock")
-    fds = [os.open(os.devnull, os.O_RDWR) for _ in range(3)]
-    try:
-        socket.send_fds(bad, [payload], fds)
-    finally:
-        for fd in fds:
-            os.close(fd)
-    bad.settimeout(10)
-    assert bad.recv(64) == b"unread\n"
+    clients = {}
+    for name, payload in BAD_REQUESTS.items():
+        clients[name] = raw_client(tmp_path / "w.sock")
+        fds = [os.open(os.devnull, os.O_RDWR) for _ in range(3)]
+        try:
+            socket.send_fds(clients[name], [payload], fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+    for name, client in clients.items():
+        client.settimeout(10)
+        assert client.recv(64) == b"unread\n", name
     assert running.communicate(timeout=30)[0].strip() == "3"
     assert call(["quick"]).communicate(timeout=30)[0].strip() == "0"
 
@@ -312,8 +332,7 @@ def test_actions_die_with_the_worker(fake_worker, tmp_path: Path, sig: int) -> N
     """No orphan: the action ends with the worker, and its shim reports a failure."""
     start, marker = fake_worker
     caller = start(lambda _: (time.sleep(60), 0)[1])()
-    wait_for(marker)
-    action = int(marker.read_text())
+    action = read_pid(marker)
     server = _lock_holder(tmp_path / "w.sock")
     os.kill(server, sig)
     out, err = caller.communicate(timeout=30)
@@ -326,7 +345,7 @@ def test_children_inherit_no_descriptors(fake_worker, tmp_path: Path) -> None:
     start, _ = fake_worker
     seen = tmp_path / "fds"
 
-    def list_fds(request: dict) -> int:
+    def list_fds(request: worker.Request) -> int:
         seen.write_text(" ".join(os.listdir("/proc/self/fd")))
         return 0
     call = start(list_fds)
@@ -379,19 +398,20 @@ def test_worker_notices_a_change_in_a_subpackage(tmp_path: Path) -> None:
 def test_preload_covers_the_agents_lazy_imports() -> None:
     """Every module an agent imports in a function (crm, net, pgsql.*...) is loaded
     by preload: a forked action imports none of them again."""
-    code = ("import sys; from pha import worker; worker.preload(); "
+    code = ("import sys, pha.worker; from pha.preload import preload; preload(); "
             "print(' '.join(sorted(m for m in sys.modules if m.startswith('pha.'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     loaded = set(out.stdout.split())
-    assert {"pha.crm", "pha.net", "pha.ipvs", "pha.pgsql.instance", "pha.shim", "pha.ocf"} <= loaded, out.stderr
+    assert {"pha.crm", "pha.crmstatus", "pha.net", "pha.ipvs", "pha.pgsql.instance", "pha.shim",
+            "pha.ocf", "pha.ocflog", "pha.ocfmetadata"} <= loaded, out.stderr
     assert not {m for m in loaded if m.startswith(("pha.lab", "pha.commands", "pha.cli"))}
 
 
 def test_loaded_sources_change_with_any_module(tmp_path: Path) -> None:
     module = tmp_path / "mod.py"
     module.write_text("x = 1\n")
-    sources = {str(module): worker._file_id(str(module))}
-    assert not worker.sources_changed(sources)
+    sources = {str(module): preload._file_id(str(module))}
+    assert not preload.sources_changed(sources)
     module.write_text("x = 22\n")
-    assert worker.sources_changed(sources)
-    assert any(path.endswith("pha/worker.py") for path in worker.loaded_sources())
+    assert preload.sources_changed(sources)
+    assert any(path.endswith("pha/worker.py") for path in preload.loaded_sources())

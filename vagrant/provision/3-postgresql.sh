@@ -36,11 +36,6 @@ wal_keep_size = 128MB
 wal_log_hints = on
 CONF
   printf 'host all all %s trust\nhost replication all %s trust\n' "$NETWORK" "$NETWORK" >> "$PGDATA/pg_hba.conf"
-  # TEMPORARY, for runs before the pgsql agent includes pha.conf when it adopts a running primary
-  # (the lead's fix): PHA_ADOPT_WORKAROUND=1 on the host writes the include the agent would write.
-  if [ "${PHA_ADOPT_WORKAROUND:-}" = 1 ]; then
-    echo "include_if_exists = '$PGDATA/pha.conf'" >> "$PGDATA/postgresql.conf"
-  fi
   as_postgres "$BIN/pg_ctl" -D "$PGDATA" -l "$LOG" -w -t 60 start >/dev/null
   echo "node1: PostgreSQL $VERSION primary running in $PGDATA"
 else
