@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Mapping, Optional
 
-from pha import fencing
+from pha import fencing, files
 from pha.lab import config
 from pha.lab.core import LabError
 
@@ -153,13 +153,6 @@ SIM_EMU = ("mc_setbmc 0x20\n"
            "mc_enable 0x20\n")
 
 
-def _write(path: Path, text: str, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), mode)
-        f.write(text)
-
-
 def start(lab: "Lab") -> dict[str, str]:
     """Start every node's BMC, give the nodes the password script, wait until each BMC answers.
 
@@ -173,17 +166,17 @@ def start(lab: "Lab") -> dict[str, str]:
     root = lab.state_dir / BMC_DIR
     root.mkdir(mode=0o700)
     password = secrets.token_hex(8)          # IPMI 1.5 passwords are at most 16 bytes
-    _write(root / "password", password + "\n", 0o600)
+    files.write_atomic(root / "password", password + "\n", 0o600)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", config.INSTANCE_ENV: str(config.INSTANCE),
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     bmcs: dict[str, dict] = {}
     for node in lab.nodes:
         script = lab.node_path(node, PASSWORD_SCRIPT)
-        _write(script, f"#!/bin/sh\necho {password}\n", 0o700)
+        files.write_atomic(script, f"#!/bin/sh\necho {password}\n", 0o700)
         home = root / node
         (home / "state").mkdir(parents=True, mode=0o700)
-        _write(home / "lan.conf", _render_lan_conf(node, password, lab.state_dir), 0o600)
-        _write(home / "sim.emu", SIM_EMU, 0o600)
+        files.write_atomic(home / "lan.conf", _render_lan_conf(node, password, lab.state_dir), 0o600)
+        files.write_atomic(home / "sim.emu", SIM_EMU, 0o600)
         with open(home / "ipmi_sim.log", "ab") as log:
             proc = subprocess.Popen(
                 ["nsenter", f"--net={network.netns_path(config.NETNS_PREFIX + member(node))}", "--",

@@ -2,10 +2,11 @@
 fence_ipmilan) and `pha setup templates/lab.ini` (sync mode), a writer through the writer VIP, and
 a sampler inside every node reading pg_is_in_recovery() and the writer VIP every 200 ms.
 
-Without fencing both faults gave two writable primaries behind the VIP for seconds. With it:
-0 acknowledged inserts lost, never two nodes writable at once nor the writer VIP on two nodes,
-writes back within WRITES_BACK_BOUND, and the fenced node boots and rejoins (or is refused by
-the fork guard, loudly). One lab for the module.
+Faults: kill -9 of corosync, kill -9 of the pacemaker daemons, a cut of the node. Without fencing
+each gave two writable primaries behind the VIP for seconds. With it: 0 acknowledged inserts
+lost, never two nodes writable at once nor the writer VIP on two nodes, writes back within
+WRITES_BACK_BOUND, and the fenced node boots and rejoins (or is refused by the fork guard,
+loudly). One lab for the module.
 """
 from __future__ import annotations
 
@@ -200,6 +201,22 @@ def test_kill_9_of_corosync_on_the_primarys_node(fenced_cluster, record_property
     timings = fault_and_check(fenced_cluster, "kill_corosync", lambda node: kill_corosync(fenced_cluster, node))
     for name, value in timings.items():
         record_property(f"corosync_kill_{name}", value)
+
+
+PACEMAKER_DAEMONS = ("pacemakerd", "pacemaker-based", "pacemaker-fenced", "pacemaker-execd", "pacemaker-attrd",
+                     "pacemaker-schedulerd", "pacemaker-controld")
+
+
+def kill_pacemaker(lab, node: str) -> None:
+    """kill -9 of every pacemaker daemon of the node (pidof sees the node's own PID namespace only)."""
+    pids = lab.exec(node, ["pidof", *PACEMAKER_DAEMONS]).stdout.split()
+    lab.exec(node, ["kill", "-9", *pids])
+
+
+def test_kill_9_of_the_pacemaker_daemons_on_the_primarys_node(fenced_cluster, record_property) -> None:
+    timings = fault_and_check(fenced_cluster, "kill_pacemaker", lambda node: kill_pacemaker(fenced_cluster, node))
+    for name, value in timings.items():
+        record_property(f"pacemaker_kill_{name}", value)
 
 
 def test_cut_of_the_primarys_node(fenced_cluster, record_property) -> None:
