@@ -28,8 +28,9 @@ where they differ (`detect_versions` asks the node):
   `meta` on the primitive;
 - a rule: one argument for pcs 0.12 (several are deprecated), several for
   pcs 0.11 (it refuses one);
-- fencing: the name the node's Pacemaker lists (`fencing_name`, pha.fencing.detect_names), else
-  `stonith-enabled` until Pacemaker 3.0.2, `fencing-enabled` since.
+- fencing: the option name the node's Pacemaker lists (`fencing_enabled`, detected by
+  pha.fencing.detect_names, never from a version number): `fencing-enabled` since
+  Pacemaker 3.0.2, `stonith-enabled` before it and when nothing can tell.
 
 `apply(commands, run)` runs them as one CIB transaction: a copy of the CIB is
 edited with `pcs -f`, then pushed as a diff against the copy. `run` is a
@@ -43,7 +44,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
-from pha import crm
+from pha import crm, fencing
 from pha.pgsql import names
 
 PHA_AGENT = "ocf:pha:pgsql"
@@ -91,7 +92,7 @@ class Versions:
 
     pcs: tuple[int, ...] = (0, 11)
     pacemaker: tuple[int, ...] = (2, 1)
-    fencing_name: Optional[str] = None   # as the installed Pacemaker lists it (pha.fencing.detect_names)
+    fencing_enabled: str = fencing.STONITH_NAMES.enabled   # as Pacemaker lists it (fencing.detect_names)
 
     @property
     def pcs_future(self) -> bool:
@@ -107,11 +108,6 @@ class Versions:
         """A rule expression as pcs wants it."""
         return [" ".join(words)] if self.pcs_future else list(words)
 
-    @property
-    def fencing_enabled(self) -> str:
-        """The cluster option that turns fencing on or off."""
-        return self.fencing_name or crm.fencing_option(self.pacemaker)
-
 
 def parse_pcs_version(text: str) -> tuple[int, ...]:
     """`--pcs-version 0.12` (or 0.11.5) as a tuple; ValueError if it is not one."""
@@ -122,9 +118,11 @@ def parse_pcs_version(text: str) -> tuple[int, ...]:
 
 
 def detect_versions(run: crm.Runner = crm.run_command, timeout: float = 20.0) -> Versions:
-    """The versions of pcs and Pacemaker where `run` runs; a tool that does not say keeps the default."""
+    """The versions of pcs and Pacemaker where `run` runs, and the fencing option's name its
+    Pacemaker knows; a tool that does not say keeps the default."""
     bridge = crm.Crm(run, timeout)
-    found = {}
+    found: dict[str, object] = {
+        "fencing_enabled": fencing.detect_names(lambda argv: bridge.call(argv, ok=tuple(range(256)))).enabled}
     for name, argv in (("pcs", ["pcs", "--version"]), ("pacemaker", ["pacemakerd", "--version"])):
         try:
             version = crm.parse_version(bridge.call(argv).stdout)
@@ -132,7 +130,7 @@ def detect_versions(run: crm.Runner = crm.run_command, timeout: float = 20.0) ->
             version = None
         if version is not None:
             found[name] = version
-    return Versions(**found)
+    return Versions(**found)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ import os
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Mapping, NamedTuple, Optional
+from typing import Callable, Mapping, NamedTuple, Optional
 
-from pha import fencing
+from pha import fencekeys
 from pha import values as parsers
 from pha.configschema import ACCEPTED_NAMES, KEYS, LVS_TEMPLATES, NODE_KEY, SCHEMA, Value, schema_key
 
@@ -135,7 +135,11 @@ def parse_text(text: str, path: str) -> tuple[list[_Entry], list[Problem]]:
     return entries, problems
 
 
-def load(path: str) -> Config:
+LabDefaults = Callable[[dict[str, Value]], None]
+"""Fills in what a `lab = yes` config leaves unset (pha.lab.ini.defaults: the lab on this machine)."""
+
+
+def load(path: str, lab_defaults: Optional[LabDefaults] = None) -> Config:
     """Read and check config.ini; raise ConfigError listing every problem."""
     try:
         with open(path, encoding="utf-8") as f:
@@ -144,7 +148,7 @@ def load(path: str) -> Config:
         raise ConfigError([Problem(path, None, None, None, f"cannot be read: {exc.strerror or exc}")]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([Problem(path, None, None, None, f"is not UTF-8 text: {exc}")]) from None
-    config = parse(text, path)
+    config = parse(text, path, lab_defaults)
     if config.values.get("pgsql_reppassword") is not None:
         try:
             mode = os.stat(path).st_mode
@@ -161,8 +165,9 @@ def _with_warning(config: Config, warning: str) -> Config:
     return Config(config.path, config.values, config.nodes, config.lines, (*config.warnings, warning))
 
 
-def parse(text: str, path: str = "config.ini") -> Config:
-    """Check the text of a config.ini (pure: nothing read from disk, lab defaults aside)."""
+def parse(text: str, path: str = "config.ini", lab_defaults: Optional[LabDefaults] = None) -> Config:
+    """Check the text of a config.ini (pure: nothing read from disk, `lab_defaults` aside, which
+    a `lab = yes` config's unset values come from)."""
     entries, problems = parse_text(text, path)
     values: dict[str, Value] = {}
     lines: dict[str, int] = {}
@@ -205,8 +210,8 @@ def parse(text: str, path: str = "config.ini") -> Config:
     for key in SCHEMA:
         if key.name != "node" and key.alias_of is None and key.name not in values:
             values[key.name] = key.default
-    if values.get("lab"):
-        _lab_defaults(values)
+    if values.get("lab") and lab_defaults is not None:
+        lab_defaults(values)
     _check_nodes(path, node_numbers, nodes, values, lines, texts, problems)
     _check_together(path, values, lines, texts, spellings, nodes, problems, warnings)
     if problems:
@@ -220,20 +225,6 @@ _EMPTY_OK = frozenset({"node", "othernodes", "pgsql_restore_command", "lvs_weigh
                        "allowed_networks", "RESOURCE_LIST", "pha4pgsql_dir", "pgsql_psql", "pgsql_pghost"})
 """Keys whose empty value is checked like any other (an empty list, no command, a missing
 node name); other keys read `key=` as unset."""
-
-
-def _lab_defaults(values: dict[str, Value]) -> None:
-    """A lab config: VIPs and interface of the lab on this machine (PHA_LAB_INSTANCE)."""
-    from pha.lab import config as lab
-    if values.get("writer_vip") is None:
-        values["writer_vip"] = lab.vip(0)
-    if values.get("reader_vip") is None:
-        values["reader_vip"] = lab.vip(1)
-    if values.get("vip_nic") is None:
-        values["vip_nic"] = lab.NODE_IFNAME
-    if values.get("fencing") is None:
-        from pha.lab import fence
-        fence.config_defaults(values)
 
 
 def _check_nodes(path: str, numbers: dict[int, int], nodes: tuple[str, ...], values: dict[str, Value],
@@ -329,7 +320,7 @@ def _check_together(path: str, values: dict[str, Value], lines: dict[str, int], 
         if values.get("lab"):
             problem("lab", "the lab trusts its subnet: drop pgsql_reppassword")
     # fencing
-    fencing.check_together(values, nodes + (() if template == "three_plus_x" else others), problem,
+    fencekeys.check_together(values, nodes + (() if template == "three_plus_x" else others), problem,
                            lambda key, text: warnings.append(f"{path}:{lines.get(key)}: {key} {text}"))
 
 

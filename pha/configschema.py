@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from pha import fencing
+from pha import fencekeys
 from pha import values as parsers
 
 TEMPLATES = ("dual", "muti", "muti_with_lvs", "three_plus_x")
@@ -221,18 +221,18 @@ SCHEMA: tuple[Key, ...] = (
     _k("allowed_networks", _check_networks, "networks", "IPv4 networks real servers must be in "
        "(space or comma separated); others are skipped. Empty: the reader VIP's subnet "
        "(0.0.0.0/0: any).", default=(), group="lvs"),
-    # fencing (pha.fencing)
-    _k("fencing", fencing.check_agent, "agent | none", "The stock fence agent of the nodes' fence "
+    # fencing (pha.fencekeys, pha.fencing)
+    _k("fencing", fencekeys.check_agent, "agent | none", "The stock fence agent of the nodes' fence "
        "devices (fence_ipmilan, fence_sbd, fence_virsh, fence_xvm, fence_aws, fence_azure_arm, "
        "fence_gce, ...), or none on purpose. Required: without fencing Pacemaker assumes a node it "
        "cannot see is down, and two primaries can take writes.", group="fencing"),
-    _k("fence_options", fencing.check_options, "options", "NAME=VALUE options of every fence device "
+    _k("fence_options", fencekeys.check_options, "options", "NAME=VALUE options of every fence device "
        "(\"username=admin lanplus=1\"); no secret: use fence_password_script or the agent's file "
        "option (identity_file, key_file).", default=(), group="fencing"),
-    _k("fence_node", fencing.check_options, "options", "fence_node1..fence_nodeN: NAME=VALUE options "
+    _k("fence_node", fencekeys.check_options, "options", "fence_node1..fence_nodeN: NAME=VALUE options "
        "of the K-th Pacemaker node's device (node1..nodeN, then othernodes), e.g. \"ip=192.0.2.21\".",
        group="fencing"),
-    _k("fence_password_script", fencing.check_script, "path", "Root-only script (mode 0700) on every "
+    _k("fence_password_script", fencekeys.check_script, "path", "Root-only script (mode 0700) on every "
        "node that prints the fence device password: passed as password_script, so the password "
        "never reaches the CIB.", group="fencing"),
     _k("fence_delay", _int(0, 600), "integer", "2-node clusters: seconds of static delay "

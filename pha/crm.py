@@ -24,7 +24,7 @@ Pacemaker 2.1.5 behaviour this module relies on (measured on a real cluster):
 
 Pacemaker 3.0 (Debian 13, measured on 3.0.0) behaves the same for all of the
 above, and parses `-p -v -INFINITY` too; 3.0.2 renamed the stonith-* cluster
-options to fencing-* (`fencing_option`).
+options to fencing-* (pha.fencing.detect_names asks which names it knows).
 """
 from __future__ import annotations
 
@@ -42,8 +42,6 @@ EXIT_NO_QUORUM = 106  # CRM_EX_QUORUM
 _NOT_SET = "No such device or address"  # strerror(ENXIO) under LC_ALL=C
 
 CRM_MON_ARGV = ("crm_mon", "--one-shot", "--inactive", "--include=all", "--output-as=xml")
-FENCING_RENAMED = (3, 0, 2)
-"""The Pacemaker version that renamed stonith-enabled (and the other stonith-* options) to fencing-*."""
 
 
 # --- running commands ------------------------------------------------------------
@@ -269,11 +267,6 @@ def parse_version(text: str) -> Optional[tuple[int, ...]]:
     import re
     match = re.search(r"(?<![\d.])(\d+(?:\.\d+)+)", text)
     return tuple(int(part) for part in match.group(1).split(".")) if match else None
-
-
-def fencing_option(pacemaker_version: Sequence[int]) -> str:
-    """The name of the cluster option that turns fencing on or off in that Pacemaker version."""
-    return "fencing-enabled" if tuple(pacemaker_version) >= FENCING_RENAMED else "stonith-enabled"
 
 
 def _checked_name(what: str, name: str) -> str:

@@ -97,7 +97,7 @@ class Summary(NamedTuple):
     resources_blocked: int
     maintenance_mode: bool
     stop_all_resources: bool
-    stonith_enabled: bool
+    fencing_enabled: bool          # fencing-enabled (Pacemaker 3.0.2+) or stonith-enabled
     no_quorum_policy: str
     pacemakerd_state: Optional[str]
 
@@ -355,7 +355,7 @@ def _summary(root: Element, el: Element) -> Summary:
         resources_blocked=_int(rscs, "blocked") if rscs is not None else 0,
         maintenance_mode=opt("maintenance-mode", "false") == "true",
         stop_all_resources=opt("stop-all-resources", "false") == "true",
-        stonith_enabled=opt("fencing-enabled", opt("stonith-enabled", "true")) == "true",
+        fencing_enabled=opt("fencing-enabled", opt("stonith-enabled", "true")) == "true",
         no_quorum_policy=opt("no-quorum-policy", "stop"),
         pacemakerd_state=(pacemakerd.get("state") if pacemakerd is not None
                           else stack.get("pacemakerd-state") if stack is not None else None),

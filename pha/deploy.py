@@ -24,7 +24,6 @@ nothing. Constraints that `crm_resource --move/--ban` made on pha's resources
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import pwd
 import shlex
@@ -239,29 +238,6 @@ class SetupResult(NamedTuple):
     where: str                  # the node the commands ran on
 
 
-def runner_for(config: Config) -> tuple[crm.Runner, str]:
-    """Where the commands run: this machine, or the config's lab node."""
-    if not config["lab"]:
-        return crm.run_command, os.uname().nodename
-    from pha.lab.core import Lab, LabError
-    try:
-        lab = Lab.load()
-    except LabError as exc:
-        raise SetupError(f"{config.path}: lab = yes, but {exc}") from None
-    node = str(config["lab_node"])
-    if node not in lab.nodes:
-        raise SetupError(f"{config.path}: lab_node={node}: the lab has {', '.join(lab.nodes)}")
-
-    def run(argv: Sequence[str], timeout: float) -> crm.CommandResult:
-        import subprocess
-        try:
-            done = lab.exec(node, list(argv), check=False, timeout=timeout, env={"LC_ALL": "C"})
-        except subprocess.TimeoutExpired:
-            raise TimeoutError(f"timed out after {timeout:g}s") from None
-        return crm.CommandResult(done.returncode, done.stdout, done.stderr)
-    return run, f"lab {node}"
-
-
 def elected_status(bridge: crm.Crm, where: str, timeout: float = DC_WAIT,
                    clock: Callable[[], float] = time.monotonic,
                    sleep: Callable[[float], None] = time.sleep) -> crmstatus.ClusterStatus:
@@ -300,9 +276,7 @@ def setup(config: Config, run: crm.Runner, where: str, dry_run: bool = False,
     say = progress or (lambda _text: None)
     bridge = crm.Crm(run, timeout=60.0)
     preflight(config, bridge, where)
-    versions = cluster.detect_versions(run)
-    fence_names = fencing.detect_names(lambda argv: bridge.call(argv, ok=tuple(range(256))))
-    commands = pcs_commands(config, dataclasses.replace(versions, fencing_name=fence_names.enabled))
+    commands = pcs_commands(config, cluster.detect_versions(run))
     with CibEdit(bridge, WORKDIR_PREFIX) as edit:
         return _rebuild(edit, config, commands, where, dry_run, say)
 

@@ -1,6 +1,8 @@
 """`pha gencfg CONFIG` and `pha setup CONFIG [--dry-run]`: config.ini to Pacemaker."""
 from __future__ import annotations
 
+import os
+
 import click
 
 from pha import config as config_ini
@@ -13,13 +15,27 @@ from pha.commands.common import EXIT_FAILED, EXIT_USAGE, Cluster, Failed, emit, 
 def load_config(path: str) -> config_ini.Config:
     """config.ini, its warnings shown; a bad file ends the command with every problem named."""
     try:
-        loaded = config_ini.load(path)
+        loaded = config_ini.load(path, lab_defaults=_lab_defaults)
     except config_ini.ConfigError as exc:
         raise Failed(f"{len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''} in {path}:\n{exc}",
                      EXIT_USAGE) from None
     for warning in loaded.warnings:
         say(f"warning: {warning}")
     return loaded
+
+
+def _lab_defaults(values: dict) -> None:
+    """A `lab = yes` config's unset values: the lab on this machine."""
+    from pha.lab import ini
+    ini.defaults(values)
+
+
+def _runner(loaded: config_ini.Config) -> tuple[crm.Runner, str]:
+    """Where setup runs Pacemaker's commands: this machine, or a lab config's node."""
+    if not loaded["lab"]:
+        return crm.run_command, os.uname().nodename
+    from pha.lab import ini
+    return ini.runner(loaded)
 
 
 class _ListKeys(click.Option):
@@ -37,15 +53,22 @@ class _ListKeys(click.Option):
               help="Print every config.ini key with its type, default and meaning.")
 @click.option("--pcs-version", metavar="X.Y", help="The pcs version the script is for "
               "(0.11 or 0.12 forms); default: this machine's pcs, else 0.11.")
+@click.option("--fencing-option", type=click.Choice(["stonith-enabled", "fencing-enabled"]),
+              help="The name of the cluster option that turns fencing on (fencing-enabled since "
+              "Pacemaker 3.0.2); default: the one this machine's Pacemaker knows, else stonith-enabled.")
 @click.argument("config", type=click.Path(dir_okay=False))
-def gencfg_cmd(config: str, pcs_version: str | None) -> None:
+def gencfg_cmd(config: str, pcs_version: str | None, fencing_option: str | None) -> None:
     """Print the pcs script that configures the cluster CONFIG describes."""
+    import dataclasses
+
     from pha import cluster
     loaded = load_config(config)
     try:
         versions = cluster.detect_versions()
         if pcs_version is not None:
-            versions = cluster.Versions(cluster.parse_pcs_version(pcs_version), versions.pacemaker)
+            versions = dataclasses.replace(versions, pcs=cluster.parse_pcs_version(pcs_version))
+        if fencing_option is not None:
+            versions = dataclasses.replace(versions, fencing_enabled=fencing_option)
         click.echo(deploy.render_script(loaded, deploy.pcs_commands(loaded, versions)), nl=False)
     except ValueError as exc:
         raise Failed(f"{config}: {exc}", EXIT_USAGE) from None
@@ -66,7 +89,7 @@ def setup_cmd(config: str, dry_run: bool, wait: bool, timeout: int, as_json: boo
     loaded = load_config(config)
     where = "this node"
     try:
-        run, where = deploy.runner_for(loaded)
+        run, where = _runner(loaded)
         if not dry_run and not loaded["lab"]:
             written = deploy.write_passfile(loaded)
             if written:

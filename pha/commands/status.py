@@ -135,7 +135,7 @@ def summarize(view: crmstatus.ClusterStatus, cib: Cib, repl_info: Optional[str],
     for director in cib.by_agent(LVS_AGENT):
         if not view.resource_nodes(director.top):
             problems.append(f"LVS director {director.id} is not running")
-    warnings += fencing.cluster_warnings(summary.stonith_enabled, (r.agent for r in view.resources))
+    warnings += fencing.cluster_warnings(summary.fencing_enabled, (r.agent for r in view.resources))
     for failure in view.failures:
         warnings.append(f"failed {failure.task} of {failure.op_key.rsplit('_', 2)[0]} on {failure.node}: "
                         f"{(failure.exit_reason or failure.rc_text).strip()}")

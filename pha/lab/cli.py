@@ -42,7 +42,7 @@ def lab(ctx: click.Context, state_dir: str) -> None:
               help="With --nodes 2: corosync two_node, each side of a cut keeps quorum.")
 @click.option("--force", is_flag=True, help="Tear down an existing lab first.")
 @click.option("--no-fencing", is_flag=True,
-              help="No BMCs and no fence devices (stonith-enabled=false): for tests that must not fence.")
+              help="No BMCs and no fence devices, fencing off: for tests that must not fence.")
 @click.pass_context
 def up(ctx: click.Context, nodes: int, token_ms: int, pg_running: bool, no_pg: bool,
        pg_version: str | None, two_node: bool, force: bool, no_fencing: bool) -> None:

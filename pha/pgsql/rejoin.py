@@ -19,7 +19,7 @@ from pha.pgsql import names, rewind
 from pha.pgsql.context import Ctx
 from pha.pgsql.decide import ReplInfo
 from pha.pgsql.process import PgError
-from pha.pgsql.startstop import REPAIR_HINT, forget_fork
+from pha.pgsql.forkguard import REPAIR_HINT, forget_fork
 
 SOURCE_WAIT = 30.0       # seconds to wait for master_ip to answer, at most a quarter of the start's time
 RESERVE = 30.0           # seconds of the start's time kept for starting PostgreSQL afterwards

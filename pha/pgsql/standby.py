@@ -7,7 +7,7 @@ from typing import Any
 from pha import ocf
 from pha.pgsql import decide, names
 from pha.pgsql.context import Ctx, State
-from pha.pgsql.startstop import guard
+from pha.pgsql.forkguard import guard
 
 
 def monitor_standby(ctx: Ctx, conn: Any, state: State) -> int:

@@ -1,17 +1,17 @@
-"""start and stop, and the fork guard that finds a node whose WAL left the cluster's
-history: its start rewinds it (auto_rewind, pha.pgsql.rejoin) or refuses it."""
+"""start and stop. A node whose WAL left the cluster's history (pha.pgsql.forkguard)
+is rewound by its start (auto_rewind, pha.pgsql.rejoin) or refused."""
 from __future__ import annotations
 
-import os
 import time
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterator
 
-from pha import files, ocf
+from pha import ocf
 from pha.crm import CrmError
 from pha.pgsql import decide, names
 from pha.pgsql.checks import check_auto_conf
 from pha.pgsql.context import Ctx, State
+from pha.pgsql.forkguard import fork_verdict
 from pha.pgsql.instance import PgError
 
 
@@ -88,60 +88,6 @@ def publish_position(ctx: Ctx, state: State) -> None:
     ctx.publish(state, names.ATTR_TIMELINE, str(max(timeline, ctx.pg.wal_timeline())))
 
 
-def guard(ctx: Ctx, info: Optional[decide.ReplInfo], timeline: int, lsn: int) -> None:
-    """Refuse (OCFError) a node whose WAL forked off the cluster's history; with
-    auto_rewind the reason says a restart rewinds it (the start does)."""
-    why = fork_verdict(ctx, info, timeline, lsn)
-    if why and ctx.params["auto_rewind"]:
-        why = why.removeprefix(REPAIR_HINT) + ": its start rewinds it"
-    if why:
-        raise ocf.OCFError(ocf.ERR_GENERIC, why)
-
-
-REPAIR_HINT = "repair with cls_repair_by_pg_rewind: "
-
-
-def fork_verdict(ctx: Ctx, info: Optional[decide.ReplInfo], timeline: int, lsn: int) -> Optional[str]:
-    """Why this node's WAL forked off the cluster's history (naming the repair), or None.
-
-    A verdict is remembered (next to the agent's state) until REPL_INFO
-    changes or the node is repaired, so a restart cannot slip past it.
-    """
-    remembered = _remembered_fork(ctx)
-    if remembered and info and remembered[0] == info.render() and ctx.pg.wal_timeline() < info.timeline:
-        return remembered[1]
-    history_text = ctx.pg.history(info.timeline) if info else None
-    history = decide.parse_history(history_text) if history_text else None
-    why = decide.forked(timeline, lsn, info, history)
-    if not why or not info:
-        return None
-    # First, as Pacemaker keeps only ~128 characters of an exit reason.
-    why = REPAIR_HINT + why
-    files.private_dir(os.path.dirname(ctx.fork_marker))
-    files.write_atomic(ctx.fork_marker, info.render() + "\n" + why)
-    return why
-
-
-def forget_fork(ctx: Ctx) -> None:
-    """The node was repaired: its remembered verdict goes."""
-    try:
-        os.unlink(ctx.fork_marker)
-    except FileNotFoundError:
-        pass
-
-
-def _remembered_fork(ctx: Ctx) -> Optional[tuple[str, str]]:
-    """(REPL_INFO, reason) of the last refusal, if any."""
-    try:
-        remembered, sep, why = files.read_nofollow(ctx.fork_marker).partition("\n")
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        ctx.log.warning(f"cannot read {ctx.fork_marker}: {err}")
-        return None
-    return (remembered, why) if sep else None
-
-
 def stop(ctx: Ctx) -> int:
     with failing_on_pg_error():
         stop_postgres(ctx)
@@ -159,7 +105,6 @@ def stop(ctx: Ctx) -> int:
     state.held = False
     ctx.save(state)
     return ocf.SUCCESS
-
 
 
 def stop_postgres(ctx: Ctx) -> None:

@@ -5,7 +5,7 @@ second setup changes nothing; cls_status names the problem of an unhealthy
 cluster; a switchover with and without --to under a writer loop loses no
 acknowledged insert, and a non-sync target is refused; maintenance mode
 survives a pacemaker restart without PostgreSQL ever stopping; a forked old
-primary is repaired by cls_repair_by_pg_rewind; a wiped standby is rebuilt by
+primary (auto_rewind=false) is repaired by cls_repair_by_pg_rewind; a wiped standby is rebuilt by
 cls_rebuild_slave; cls_reset_master brings a named node up as the primary.
 Last, the other templates' pcs commands are run against an empty CIB file and
 checked with crm_verify. Commands run inside the lab nodes, as an operator would.
@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from pgsql_cluster import CLONE, DATA_STATUS, attrs, primary_of, status, wait_for, wait_healthy
+from pgsql_cluster import CLONE, DATA_STATUS, RESOURCE, attrs, primary_of, status, wait_for, wait_healthy
+from pha import crmstatus
 from pha.lab import config
 from writer import Writer
 
@@ -192,11 +193,12 @@ def make_forked_old_primary(lab) -> tuple[str, str]:
     """
     old = primary_of(lab)
     pid = lab.exec(old, ["head", "-1", f"{PGDATA}/postmaster.pid"]).stdout.strip()
-    lab.exec(old, ["kill", "-9", pid])
     others = [n for n in lab.nodes if n != old]
+    lab.exec(old, ["kill", "-9", pid])
+    # standby at once: Pacemaker would otherwise restart the crashed primary in place (migration-threshold)
+    lab.exec(others[0], ["crm_attribute", f"--node={old}", "--name=standby", "--lifetime=forever", "--update=on"])
     new, _ = wait_for("a new primary", lambda: next(
         (n for n in status(lab, others).promoted_nodes(CLONE) if n != old), None), timeout=60)
-    lab.exec(new, ["crm_attribute", f"--node={old}", "--name=standby", "--lifetime=forever", "--update=on"])
     wait_for(f"PostgreSQL stopped on {old}", lambda: old not in status(lab, others).resource_nodes(CLONE)
              and lab.exec(old, [f"{PG_BIN}/pg_ctl", "status", "-D", PGDATA], user="postgres",
                           check=False).returncode == 3, timeout=60)
@@ -217,8 +219,27 @@ def make_forked_old_primary(lab) -> tuple[str, str]:
     return old, new
 
 
-def test_repair_by_pg_rewind_of_a_forked_old_primary(cluster, record_property) -> None:
-    lab = cluster
+@pytest.fixture
+def without_auto_rewind(cluster):
+    """auto_rewind=false for one test: the fork guard refuses, and a human repairs."""
+    def auto_rewind(value: str) -> None:
+        cluster.exec("node1", ["crm_resource", f"--resource={RESOURCE}", "--set-parameter=auto_rewind",
+                               f"--parameter-value={value}"])
+        # The change restarts every instance: wait for the restart to be over and the
+        # sync standby to be promotable again (healthy alone still holds before the restart,
+        # which begins within a second of the change).
+        time.sleep(3)
+        score = f"master-{RESOURCE}"
+        wait_for(f"auto_rewind={value} in effect", lambda: sum(
+            1 for a in attrs(cluster).values() if crmstatus.parse_score(a.get(score, "0")) == 100), timeout=120)
+        wait_healthy(cluster, timeout=120, rep_mode="sync")
+    auto_rewind("false")
+    yield cluster
+    auto_rewind("true")
+
+
+def test_repair_by_pg_rewind_of_a_forked_old_primary(without_auto_rewind, record_property) -> None:
+    lab = without_auto_rewind
     old, new = make_forked_old_primary(lab)
     sql(lab, new, "create table written_after_failover as select 1 as id")
     dry = pha(lab, old, "repair-by-pg-rewind", "--dry-run", "--json")

@@ -143,7 +143,7 @@ def test_crm_node_and_crm_mon(lab) -> None:
             st = crm.crm_mon()
             print(json.dumps([c.local_node_name(), c.partition_members(), c.has_quorum(),
                               st.online_nodes(), st.summary.quorum, st.summary.dc,
-                              st.summary.pacemakerd_state, st.summary.stonith_enabled]))
+                              st.summary.pacemakerd_state, st.summary.fencing_enabled]))
         """)
         name, members, quorum, online, mon_quorum, dc, pacemakerd, fencing = got
         assert name == node

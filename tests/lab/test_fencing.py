@@ -25,7 +25,7 @@ def lab_options() -> dict:
 
 def test_the_cluster_fences_through_the_bmc(lab, record_property) -> None:
     view = lab.view("node1")
-    assert view.summary.stonith_enabled
+    assert view.summary.fencing_enabled
     devices = {r.id: r.agent for r in view.resources}
     assert devices == {f"fence-{n}": "stonith:fence_ipmilan" for n in lab.nodes}
     assert all(fence.power_status(lab, n) for n in lab.nodes)

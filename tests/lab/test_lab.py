@@ -41,14 +41,14 @@ def test_nodes_online_seen_by_every_node(lab):
 
 
 def test_fencing_is_off(lab):
-    from pha import crm
-    from pha.lab.core import pacemaker_version
-    name = crm.fencing_option(pacemaker_version())      # stonith-enabled, fencing-enabled since 3.0.2
+    from pha import crm, fencing
+    # detected, never from the version: stonith-enabled, fencing-enabled since 3.0.2
+    name = fencing.detect_names(lambda argv: crm.run_command(argv, 30)).enabled
     assert lab.info["fencing_option"] == name
     out = lab.exec("node1", ["crm_attribute", "--type", "crm_config", "--name", name,
                              "--query", "--quiet"]).stdout
     assert out.strip() == "false"
-    assert not lab.view("node1").summary.stonith_enabled
+    assert not lab.view("node1").summary.fencing_enabled
 
 
 def test_addresses(lab):
@@ -208,7 +208,7 @@ def test_down_leaves_nothing_behind(lab, record_property):
     assert network.existing_lab_netns() == []
     with open("/proc/self/mountinfo") as mountinfo:
         mounts = mountinfo.read()
-    assert str(lab.state_dir) not in mounts and "/run/netns/pha-" not in mounts
+    assert str(lab.state_dir) not in mounts and f"/run/netns/{config.NETNS_PREFIX}" not in mounts
     assert not lab.state_dir.exists()
     assert network.host_routes_for_subnet() == []
     assert not network.has_blackhole()

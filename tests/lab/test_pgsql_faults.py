@@ -131,13 +131,13 @@ def fenced_cluster(lab):
                           text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     wait_healthy(lab, timeout=120, rep_mode="sync")
-    assert lab.view("node1").summary.stonith_enabled
+    assert lab.view("node1").summary.fencing_enabled
     return lab
 
 
 def watch_power_off(lab, node: str, found: dict) -> threading.Thread:
     """Note when node's PID 1 dies (the BMC cut its power)."""
-    from pha.lab.core import _start_time
+    from pha.lab.procs import start_time as _start_time
     record = dict(lab.info["nodes"][node])
 
     def watch() -> None:

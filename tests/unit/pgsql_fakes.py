@@ -91,7 +91,7 @@ class FakeCluster:
         summary = crmstatus.Summary(stack="corosync", dc="node1", dc_id="1", dc_version="2.1.5", quorum=self.quorum,
                               nodes_configured=len(self.attrs), resources_configured=len(self.attrs),
                               resources_disabled=0, resources_blocked=0, maintenance_mode=False,
-                              stop_all_resources=False, stonith_enabled=False, no_quorum_policy="stop",
+                              stop_all_resources=False, fencing_enabled=False, no_quorum_policy="stop",
                               pacemakerd_state="running")
         nodes = [crmstatus.Node(name=n, id=str(i), online=n in self.online, standby=False, standby_onfail=False,
                           maintenance=False, pending=False, unclean=False, shutdown=n in self.shutdown,

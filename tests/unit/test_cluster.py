@@ -138,7 +138,8 @@ def test_explicit_settings_win_over_defaults() -> None:
 def test_pcs_012_and_pacemaker_302_get_their_own_forms() -> None:
     """pcs 0.12: `--future` and `meta` after the clone id, the rule as one argument (checked against
     pcs 0.12.0.2 in Debian 13: no deprecation warning); Pacemaker 3.0.2: fencing-enabled."""
-    commands = cluster.pcs_commands(spec(), cluster.Versions(pcs=(0, 12, 0, 2), pacemaker=(3, 0, 2)))
+    commands = cluster.pcs_commands(spec(), cluster.Versions(pcs=(0, 12, 0, 2), pacemaker=(3, 0, 2),
+                                                             fencing_enabled="fencing-enabled"))
     assert commands[0] == ["pcs", "property", "set", "no-quorum-policy=stop", "fencing-enabled=false"]
     create = command(commands, "pcs", "resource", "create", "pgsql")
     assert create[create.index("promotable") - 1:] == [
@@ -149,19 +150,32 @@ def test_pcs_012_and_pacemaker_302_get_their_own_forms() -> None:
         "pgsql-status eq HS:sync or pgsql-status eq HS:potential or pgsql-status eq HS:async"]
     assert ["pcs", "constraint", "colocation", "add", "vip-writer", "with", "Promoted", "pgsql-clone",
             "score=INFINITY"] in commands      # the form both generations accept
-    older = cluster.pcs_commands(spec(), cluster.Versions(pcs=(0, 12), pacemaker=(3, 0, 0)))
-    assert older[0][-1] == "stonith-enabled=false"
+    older = cluster.pcs_commands(spec(), cluster.Versions(pcs=(0, 12), pacemaker=(3, 0, 2)))
+    assert older[0][-1] == "stonith-enabled=false"      # the name comes from detection, never the version
 
 
-@pytest.mark.parametrize("pcs, pacemaker, expected", [
-    ("0.11.5\n", "Pacemaker 2.1.5\nWritten by Andrew Beekhof\n", cluster.Versions((0, 11, 5), (2, 1, 5))),
-    ("0.12.0.2\n", "Pacemaker 3.0.0\n", cluster.Versions((0, 12, 0, 2), (3, 0, 0))),
-    ("", "", cluster.Versions()),                       # a tool that does not say: the default
+OPTIONS_302 = ('<pacemaker-result><resource-agent name="cluster-options"><parameters>'
+               '<parameter name="fencing-enabled"/><parameter name="no-quorum-policy"/></parameters>'
+               '</resource-agent></pacemaker-result>')
+
+
+@pytest.mark.parametrize("pcs, pacemaker, options, expected", [
+    ("0.11.5\n", "Pacemaker 2.1.5\nWritten by Andrew Beekhof\n", None, cluster.Versions((0, 11, 5), (2, 1, 5))),
+    ("0.12.0.2\n", "Pacemaker 3.0.0\n", None, cluster.Versions((0, 12, 0, 2), (3, 0, 0))),
+    ("0.12.0.2\n", "Pacemaker 3.0.2\n", OPTIONS_302,
+     cluster.Versions((0, 12, 0, 2), (3, 0, 2), "fencing-enabled")),
+    ("0.12.0.2\n", "Pacemaker 2.1.5\n", OPTIONS_302,         # the listing decides, not the version
+     cluster.Versions((0, 12, 0, 2), (2, 1, 5), "fencing-enabled")),
+    ("", "", None, cluster.Versions()),                 # a tool that does not say: the default
 ])
-def test_detect_versions(pcs: str, pacemaker: str, expected: cluster.Versions) -> None:
+def test_detect_versions(pcs: str, pacemaker: str, options: str | None, expected: cluster.Versions) -> None:
     answers = {"pcs": pcs, "pacemakerd": pacemaker}
 
     def run(argv: Sequence[str], timeout: float) -> crm.CommandResult:
+        if argv[0] == "crm_attribute" and options is not None:
+            return crm.CommandResult(0, options, "")
+        if argv[0] not in answers:
+            raise FileNotFoundError(argv[0])
         assert list(argv[1:]) == ["--version"]
         return crm.CommandResult(0, answers[argv[0]], "")
     assert cluster.detect_versions(run) == expected

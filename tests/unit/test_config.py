@@ -107,11 +107,20 @@ def test_empty_value_means_the_default() -> None:
 
 
 def test_lab_config_takes_the_labs_addresses() -> None:
-    from pha.lab import config as lab
-    loaded = config.load(str(ROOT / "templates" / "lab.ini"))
+    from pha.lab import config as lab, ini
+    loaded = config.load(str(ROOT / "templates" / "lab.ini"), ini.defaults)
     assert loaded["writer_vip"] == lab.vip(0) and loaded["reader_vip"] == lab.vip(1)
     assert loaded["vip_nic"] == lab.NODE_IFNAME and loaded["lab"] and loaded["lab_node"] == "node1"
     assert loaded["pgsql_pgdata"] == lab.PGDATA
+
+
+def test_a_lab_config_gets_the_labs_values_only_from_the_lab_side() -> None:
+    """pha.config knows nothing of the lab: without the lab's defaults a lab config lacks its VIPs."""
+    with pytest.raises(config.ConfigError, match="writer_vip"):
+        config.load(str(ROOT / "templates" / "lab.ini"))
+    seen: list[dict] = []
+    parse_with = config.parse(BASE + "fencing=none\n", "c.ini", lab_defaults=seen.append)
+    assert not seen and not parse_with["lab"]                # only a lab = yes config asks the lab side
 
 
 def test_distlock_psql_cmd_of_pha4pgsql_gives_the_conninfo() -> None:

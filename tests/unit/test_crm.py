@@ -44,13 +44,6 @@ def fake(*results: crm.CommandResult, timeout: Optional[float] = None) -> tuple[
 
 
 # --- versions and crm_mon ---------------------------------------------------------
-@pytest.mark.parametrize("version, option", [
-    ((2, 1, 5), "stonith-enabled"), ((3, 0, 0), "stonith-enabled"), ((3, 0, 1), "stonith-enabled"),
-    ((3, 0, 2), "fencing-enabled"), ((3, 1), "fencing-enabled")])
-def test_fencing_option(version: tuple, option: str) -> None:
-    assert crm.fencing_option(version) == option
-
-
 @pytest.mark.parametrize("text, version", [
     ("Pacemaker 2.1.5\nWritten by Andrew Beekhof and the Pacemaker project contributors\n", (2, 1, 5)),
     ("Pacemaker 3.0.0\n", (3, 0, 0)), ("0.12.0.2\n", (0, 12, 0, 2)), ("3.0.0-3.0.0", (3, 0, 0)),

@@ -33,7 +33,7 @@ def test_pacemaker_3_healthy() -> None:
     s = st.summary
     assert (s.stack, s.dc, s.dc_id, s.quorum, s.pacemakerd_state) == ("corosync", "node2", "2", True, "running")
     assert (s.dc_version or "").startswith("3.0.0")
-    assert not s.stonith_enabled and s.no_quorum_policy == "stop" and not s.maintenance_mode
+    assert not s.fencing_enabled and s.no_quorum_policy == "stop" and not s.maintenance_mode
     assert st.online_nodes() == ["node1", "node2", "node3"]
     assert st.clones["pgsql-clone"].promotable
     assert st.promoted_nodes("pgsql") == ["node1"]
@@ -54,12 +54,21 @@ def test_pacemaker_3_failure() -> None:
     assert [r.failed for r in st.instances("pgsql") if r.role == "Promoted"] == [True]
 
 
-def test_pacemaker_302_reports_fencing_enabled() -> None:
-    """Pacemaker 3.0.2 renamed stonith-enabled; crm_mon reports fencing-enabled."""
-    xml = (DATA / "crm_mon_3.0_healthy.xml").read_text().replace(
-        'stonith-enabled="false"', 'fencing-enabled="true"')
-    assert crmstatus.parse_crm_mon(xml).summary.stonith_enabled
-    assert not load("3.0_healthy").summary.stonith_enabled
+@pytest.mark.parametrize("capture", ["all_online", "3.0_healthy"])          # 2.1 and 3.0 captures
+@pytest.mark.parametrize("attribute", ["stonith-enabled", "fencing-enabled"])  # fencing-enabled: 3.0.2+
+@pytest.mark.parametrize("value", ["true", "false"])
+def test_fencing_enabled_is_read_from_either_name(capture: str, attribute: str, value: str) -> None:
+    """Pacemaker 3.0.2 renamed stonith-enabled; crm_mon reports fencing-enabled. One field either way."""
+    xml = (DATA / f"crm_mon_{capture}.xml").read_text().replace('stonith-enabled="false"',
+                                                                 f'{attribute}="{value}"')
+    assert f'{attribute}="{value}"' in xml
+    assert crmstatus.parse_crm_mon(xml).summary.fencing_enabled is (value == "true")
+
+
+def test_fencing_enabled_defaults_to_pacemakers_default() -> None:
+    """No option reported at all: Pacemaker's default, fencing on."""
+    xml = (DATA / "crm_mon_3.0_healthy.xml").read_text().replace('stonith-enabled="false" ', "")
+    assert crmstatus.parse_crm_mon(xml).summary.fencing_enabled
 
 
 def test_all_online() -> None:
@@ -68,7 +77,7 @@ def test_all_online() -> None:
     assert (s.stack, s.dc, s.dc_id, s.quorum) == ("corosync", "node3", "3", True)
     assert (s.dc_version or "").startswith("2.1.5")
     assert (s.nodes_configured, s.resources_configured, s.resources_disabled) == (3, 7, 1)
-    assert not s.maintenance_mode and not s.stonith_enabled and s.no_quorum_policy == "stop"
+    assert not s.maintenance_mode and not s.fencing_enabled and s.no_quorum_policy == "stop"
     assert s.pacemakerd_state == "running"
     assert st.online_nodes() == ["node1", "node2", "node3"]
     node3 = node(st, "node3")

@@ -271,7 +271,8 @@ def test_setup_refuses_strange_nodes_and_missing_agents() -> None:
 def test_a_lab_config_without_a_lab(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PHA_LAB_STATE", str(tmp_path / "nolab"))
     with pytest.raises(deploy.SetupError, match="lab = yes, but no lab under"):
-        deploy.runner_for(config.load(str(ROOT / "templates" / "lab.ini")))
+        from pha.lab import ini
+        ini.runner(config.load(str(ROOT / "templates" / "lab.ini"), ini.defaults))
 
 
 def test_the_passfile_gets_the_password(tmp_path: Path) -> None:

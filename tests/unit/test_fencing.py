@@ -1,5 +1,6 @@
 """Fencing: config.ini's fence devices, their pcs commands, the refusals, option-name detection,
-the status warning, and the lab BMC's chassis control (pha.fencing, pha.lab.fence)."""
+the status warning, and the lab BMC's chassis control (pha.fencing, pha.fencekeys, pha.lab.fence,
+pha.lab.power)."""
 from __future__ import annotations
 
 import json
@@ -11,17 +12,10 @@ from click.testing import CliRunner
 
 from pha import cluster, config, crm, deploy, fencing
 from pha.commands import configure
+from test_config import BASE, parse, problems
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
-BASE = """\
-pcs_template=muti
-writer_vip=192.0.2.10
-reader_vip=192.0.2.11
-node1=n1
-node2=n2
-node3=n3
-"""
 IPMI = """\
 fencing=fence_ipmilan
 fence_options="username=admin lanplus=1"
@@ -30,16 +24,6 @@ fence_node1="ip=192.0.2.21"
 fence_node2="ip=192.0.2.22"
 fence_node3="ip=192.0.2.23"
 """
-
-
-def parse(text: str) -> config.Config:
-    return config.parse(text, "c.ini")
-
-
-def problems(text: str) -> list[str]:
-    with pytest.raises(config.ConfigError) as caught:
-        parse(text)
-    return [str(p) for p in caught.value.problems]
 
 
 def dual(extra: str = "") -> config.Config:
@@ -173,9 +157,19 @@ def test_names_come_from_what_pacemaker_lists() -> None:
 
 
 def test_the_detected_name_reaches_the_property() -> None:
-    versions = cluster.Versions(fencing_name="fencing-enabled")
+    versions = cluster.Versions(fencing_enabled="fencing-enabled")
     commands = deploy.pcs_commands(parse(BASE + IPMI), versions)
     assert ["pcs", "property", "set", "no-quorum-policy=stop", "fencing-enabled=true"] in commands
+
+
+@pytest.mark.parametrize("flag, option", [([], "stonith-enabled"), (["--fencing-option", "fencing-enabled"],
+                                                                     "fencing-enabled")])
+def test_gencfg_takes_the_detected_name_or_the_flag(monkeypatch: pytest.MonkeyPatch, flag: list, option: str) -> None:
+    """Without a Pacemaker to ask, gencfg writes stonith-enabled unless --fencing-option says otherwise."""
+    monkeypatch.setattr(cluster, "detect_versions", lambda: cluster.Versions())
+    done = CliRunner().invoke(configure.gencfg_cmd, [*flag, str(ROOT / "templates" / "muti" / "config.ini")])
+    assert done.exit_code == 0, done.output
+    assert f"no-quorum-policy=stop {option}=true" in done.output
 
 
 # --- pha status ------------------------------------------------------------------------------------
@@ -185,11 +179,25 @@ def test_status_warns_about_a_cluster_that_cannot_fence() -> None:
     assert fencing.cluster_warnings(True, ["ocf:pha:pgsql", "stonith:fence_ipmilan"]) == []
 
 
+@pytest.mark.parametrize("attribute", ["stonith-enabled", "fencing-enabled"])   # fencing-enabled: 3.0.2+
+def test_status_reads_the_fencing_option_under_either_name(attribute: str) -> None:
+    from pha import crmstatus
+    from pha.commands import common, status
+    data = ROOT / "tests" / "unit" / "data"
+    cib = common.parse_cib((data / "commands_cib.xml").read_text())
+    for value, warning in (("false", "fencing is disabled"), ("true", "no fence device")):
+        xml = (data / "commands_crm_mon_healthy.xml").read_text().replace(
+            'stonith-enabled="false"', f'{attribute}="{value}"')
+        warnings = status.summarize(crmstatus.parse_crm_mon(xml), cib, None)["warnings"]
+        found = [w for w in warnings if w.startswith(("fencing is disabled", "fencing is enabled"))]
+        assert len(found) == 1 and warning in found[0]
+
+
 # --- the lab's BMCs ----------------------------------------------------------------------------------
 def test_lab_config_takes_the_labs_bmcs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from pha.lab import config as lab, fence
+    from pha.lab import config as lab, fence, ini
     monkeypatch.setenv("PHA_LAB_STATE", str(tmp_path / "nolab"))
-    loaded = config.load(str(ROOT / "templates" / "lab.ini"))
+    loaded = config.load(str(ROOT / "templates" / "lab.ini"), ini.defaults)
     devices = fencing.devices(loaded)
     assert [d.options["ip"] for d in devices] == [fence.bmc_ip(n) for n in ("node1", "node2", "node3")]
     assert all(d.options["password_script"] == fence.PASSWORD_SCRIPT for d in devices)
@@ -199,23 +207,23 @@ def test_lab_config_takes_the_labs_bmcs(monkeypatch: pytest.MonkeyPatch, tmp_pat
     state.mkdir()
     (state / "lab.json").write_text(json.dumps({"nodes": {}, "fencing": None}))
     monkeypatch.setenv("PHA_LAB_STATE", str(state))
-    assert config.load(str(ROOT / "templates" / "lab.ini"))["fencing"] == "none"   # pha lab up --no-fencing
+    assert config.load(str(ROOT / "templates" / "lab.ini"), ini.defaults)["fencing"] == "none"   # pha lab up --no-fencing
 
 
 def test_lab_bmc_config_refuses_a_path_the_shell_would_read(tmp_path: Path) -> None:
     from pha.lab import fence
     text = fence._render_lan_conf("node1", "0123abcd", tmp_path)
     assert f"addr {fence.bmc_ip('node1')} 623" in text and '"admin" "0123abcd" admin' in text
-    assert f"pha.lab.fence power {tmp_path} node1\"" in text
+    assert f"pha.lab.power power {tmp_path} node1\"" in text
     with pytest.raises(fence.FenceError, match="not a plain path"):
         fence._render_lan_conf("node1", "x", tmp_path / "a b")
 
 
 def test_chassis_control_answers_get_and_refuses_nonsense(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from pha.lab import fence
+    from pha.lab import power
     (tmp_path / "lab.json").write_text(json.dumps({"nodes": {"node1": {"pid": 0}}}))
-    assert fence.chassis_control(str(tmp_path), "node1", ["get", "power", "boot"]) == 0
+    assert power.chassis_control(str(tmp_path), "node1", ["get", "power", "boot"]) == 0
     assert capsys.readouterr().out == "power:0\nboot:default\n"
-    assert fence.chassis_control(str(tmp_path), "node1", ["get", "colour"]) == 1
-    assert fence.chassis_control(str(tmp_path), "node9", ["get", "power"]) == 1
-    assert fence.chassis_control(str(tmp_path), "node1", ["reboot"]) == 1
+    assert power.chassis_control(str(tmp_path), "node1", ["get", "colour"]) == 1
+    assert power.chassis_control(str(tmp_path), "node9", ["get", "power"]) == 1
+    assert power.chassis_control(str(tmp_path), "node1", ["reboot"]) == 1
