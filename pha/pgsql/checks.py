@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import pwd
+import shlex
 
 from pha import ocf
 from pha.pgsql.context import Ctx
@@ -56,6 +57,11 @@ def validate(res: ocf.Resource) -> None:
         raise ocf.OCFError(ocf.ERR_CONFIGURED, f"parameter master_ip={p['master_ip']} is not an address") from None
     if p["enable_distlock"] and not p["distlock_lock_cmd"]:
         raise ocf.OCFError(ocf.ERR_CONFIGURED, "parameter distlock_lock_cmd is required with enable_distlock")
+    for name in ("distlock_lock_cmd", "distlock_unlock_cmd"):
+        try:
+            shlex.split(str(p[name]))  # how the agent runs it: an argument list, no shell
+        except ValueError as err:
+            raise ocf.bad_param(name, p[name], f"cannot be split into words ({err})") from None
     passfile = p["passfile"]
     if passfile and (not os.path.exists(str(passfile)) or os.stat(str(passfile)).st_mode & 0o077):
         raise ocf.OCFError(ocf.ERR_CONFIGURED,

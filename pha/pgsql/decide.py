@@ -289,6 +289,22 @@ def election_score(node: str, ranking: list[str]) -> int:
     return max(1, CANDIDATE_SCORE - ranking.index(node))
 
 
+def may_reassert_repl_info(mine: Optional[str], current: Optional[str], probe: bool) -> bool:
+    """Whether a primary writes its REPL_INFO back over `current`. Only from a
+    recurring monitor (a probe runs before Pacemaker decided anything: a node
+    whose stack came back must not undo a failover), and never over a record
+    of the same or a newer timeline than its own: that one was written by a
+    later promotion."""
+    if probe or not mine or current == mine:
+        return False
+    ours = ReplInfo.parse(mine)
+    try:
+        theirs = ReplInfo.parse(current)
+    except ValueError:
+        return True  # a malformed record: ours is the cluster's history
+    return ours is not None and (theirs is None or theirs.timeline < ours.timeline)
+
+
 # --- promotion and demotion ------------------------------------------------------------------
 def held_primary(info: Optional[ReplInfo], me: str, local_timeline: int, clean: bool) -> bool:
     """The node REPL_INFO records as primary, shut down cleanly on the recorded

@@ -92,9 +92,12 @@ def reassert_repl_info(ctx: Ctx, state: State) -> None:
     """Put back this primary's REPL_INFO if the cluster lost it (a CIB merge
     after a partition can bring back an older configuration)."""
     mine = state.repl_info
-    if mine and ctx.crm.get_property(names.REPL_INFO, set_name=names.PROPERTY_SET) != mine:
+    current = ctx.crm.get_property(names.REPL_INFO, set_name=names.PROPERTY_SET)
+    if decide.may_reassert_repl_info(mine, current, ctx.res.is_probe):
         ctx.set_repl_info(mine)
         ctx.log.warning(f"REPL_INFO was not {mine}: written again")
+    elif mine and current != mine:
+        ctx.log.error(f"REPL_INFO is {current}, not this primary's {mine}: left as it is")
 
 
 def manage_sync(ctx: Ctx, conn: Any, state: State, streaming: int) -> None:

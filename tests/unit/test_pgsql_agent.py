@@ -320,6 +320,9 @@ def test_validate_accepts_good_parameters(node: Node) -> None:
     ({"enable_distlock": "true"}, ocf.ERR_CONFIGURED, "distlock_lock_cmd is required"),
     ({"passfile": "/nonexistent/pgpass"}, ocf.ERR_CONFIGURED, "parameter passfile="),
     ({"pgport": "70000"}, ocf.ERR_CONFIGURED, "pgport"),
+    ({"enable_distlock": "true", "distlock_lock_cmd": "pha distlock 'lock"}, ocf.ERR_CONFIGURED,
+     "parameter distlock_lock_cmd="),
+    ({"distlock_unlock_cmd": 'pha distlock "unlock'}, ocf.ERR_CONFIGURED, "parameter distlock_unlock_cmd="),
 ])
 def test_validate_refuses(node: Node, capsys: pytest.CaptureFixture, params: dict, rc: int, reason: str) -> None:
     node.params.update(params)

@@ -288,3 +288,17 @@ def test_election_in_sync_mode_keeps_to_current_data() -> None:
     assert d.election_score("node1", ranking) == -d.INFINITY
     fresh = [d.Candidate(n, 1, 5, None) for n in NODES]
     assert d.elect(fresh, NODES, sync_mode=True) == NODES
+
+
+@pytest.mark.parametrize("mine, current, probe, expect", [
+    ("node1|3|0/3000000", "node1|3|0/3000000", False, False),   # nothing to do
+    ("node1|3|0/3000000", None, False, True),                   # lost: written again
+    ("node1|3|0/3000000", "node2|2|0/2000000", False, True),    # an older record came back
+    ("node1|3|0/3000000", "garbage", False, True),               # malformed
+    ("node1|3|0/3000000", "node2|3|0/3000000", False, False),   # same timeline, another node: not ours
+    ("node1|3|0/3000000", "node2|4|0/4000000", False, False),   # a later promotion
+    ("node1|3|0/3000000", None, True, False),                   # never from a probe
+    (None, "node2|2|0/2000000", False, False),                  # this primary wrote none
+])
+def test_may_reassert_repl_info(mine, current, probe, expect) -> None:
+    assert d.may_reassert_repl_info(mine, current, probe) is expect

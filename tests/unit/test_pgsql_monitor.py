@@ -108,6 +108,20 @@ def test_a_lost_repl_info_is_written_again(primary: Node, cluster: FakeCluster,
     assert "REPL_INFO was not node1|3|0/3000000" in capsys.readouterr().err
 
 
+def test_a_newer_repl_info_is_never_overwritten(primary: Node, cluster: FakeCluster,
+                                              capsys: pytest.CaptureFixture) -> None:
+    cluster.props[names.REPL_INFO] = "node2|4|0/4000000"      # a later promotion elsewhere
+    primary.run("monitor")
+    assert cluster.props[names.REPL_INFO] == "node2|4|0/4000000"
+    assert "left as it is" in capsys.readouterr().err
+
+
+def test_a_probe_never_writes_repl_info(primary: Node, cluster: FakeCluster) -> None:
+    cluster.props[names.REPL_INFO] = "node2|2|0/2000000"      # the stack came back: Pacemaker decides
+    primary.run("monitor", interval=0)
+    assert cluster.props[names.REPL_INFO] == "node2|2|0/2000000"
+
+
 @pytest.mark.parametrize("streaming, current, promoted_ago, corosync_quorum, expect", [
     (stream(("node2", "sync")), "", 60, True, WANTED),     # a standby streams again: sync
     ([], WANTED, 60, True, ""),                             # nobody streams, quorate: async
