@@ -180,8 +180,12 @@ def test_commits_acknowledged_by_the_old_primary_alone_are_listed_in_the_summary
     they are not on the new one."""
     lab = rejoin_cluster
     failures_expired()
+    wait_healthy(lab, timeout=HEALTHY_WITHIN, rep_mode="sync")
     old = primary_of(lab)
-    sql(lab, "client", "CREATE TABLE IF NOT EXISTS pha_rejoin_local (id bigserial PRIMARY KEY, note text)")
+    # The writer VIP may still be settling after the previous test's heal (seen once on Debian 13).
+    wait_for("the writer VIP to take writes", lambda: sql(
+        lab, "client", "CREATE TABLE IF NOT EXISTS pha_rejoin_local (id bigserial PRIMARY KEY, note text)")
+        == [], timeout=30)
     senders = [str(r[0]) for r in sql(lab, old, "SELECT pid FROM pg_stat_replication")]
     assert senders
     pid = lab.exec(old, ["head", "-1", f"{PGDATA}/postmaster.pid"]).stdout.strip()
