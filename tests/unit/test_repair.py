@@ -9,46 +9,37 @@ import pytest
 from click.testing import CliRunner
 
 from pha import crm
-from pha.agents import pgsql as pgsql_agent
 from pha.commands import common, repair
 from pha.commands.common import EXIT_REFUSED
 from pha.pgsql import rewind
 from pha.pgsql.decide import ReplInfo, parse_lsn
+from test_commands import FakeRunner
 
 pytestmark = pytest.mark.unit
 DATA = Path(__file__).resolve().parent / "data"
 INFO = ReplInfo("node2", 3, parse_lsn("0/40001B8"))
 
 
-class FakePacemaker:
+class FakePacemaker(FakeRunner):
     """crm_mon shows node1 refused by the fork guard until it leaves standby; then `after`."""
 
     def __init__(self, after: str) -> None:
-        self.state, self.after, self.argvs = "forked", after, []
+        super().__init__("forked", repl_info=INFO.render())
+        self.after = after
         self.then: list[str] = []          # states the following crm_mon calls go through
 
-
     def __call__(self, argv: Sequence[str], timeout: float) -> crm.CommandResult:
-        self.argvs.append(list(argv))
         if argv[0] == "crm_mon" and "--output-as=xml" in argv:
             if self.ran("--name=standby", "--delete") and self.then:
                 self.state = self.then.pop(0)
             if self.state == "failed-again":     # a new start failure, after the cleanup
+                self.argvs.append(list(argv))
                 text = (DATA / "commands_crm_mon_forked.xml").read_text()
                 return crm.CommandResult(0, text.replace('call="49"', 'call="77"').replace(
                     'last-rc-change="2026-11-21 07:18:30Z"', 'last-rc-change="2026-11-21 07:30:00Z"'), "")
-            return crm.CommandResult(0, (DATA / f"commands_crm_mon_{self.state}.xml").read_text(), "")
-        if argv[0] == "cibadmin":
-            return crm.CommandResult(0, (DATA / "commands_cib.xml").read_text(), "")
-        if argv[0] == "crm_resource" and argv[1] == "--show-metadata=ocf:pha:pgsql":
-            return crm.CommandResult(0, pgsql_agent.AGENT.metadata(), "")
-        if argv[0] == "crm_node":
-            return crm.CommandResult(0, "node1\n", "")
-        if argv[0] == "crm_attribute" and "--query" in argv:
-            return crm.CommandResult(0, INFO.render() + "\n", "")
         if argv[0] == "crm_attribute" and "--name=standby" in argv and "--delete" in argv:
             self.state = self.after
-        return crm.CommandResult(0, "", "")
+        return super().__call__(argv, timeout)
 
     def ran(self, *words: str) -> bool:
         return any(all(w in argv for w in words) for argv in self.argvs)
