@@ -17,7 +17,7 @@ SRC=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 FORMAT=1                                   # bump when what `build` does changes
 CACHE=${PHA_ROOTFS_CACHE:-/var/cache}
 BASE_PACKAGES=ca-certificates,python3,iproute2,procps,util-linux,kmod   # a Debian machine has them
-PASS_ENV=(CI PHA_LAB_INSTANCE PHA_LAB_STATE PHA_LAB_PG PYTEST_ADDOPTS PIP_INDEX_URL PIP_EXTRA_INDEX_URL
+PASS_ENV=(CI PHA_LAB_INSTANCE PHA_LAB_STATE PHA_LAB_PG PHA_LAB_KEEP_LOGS PYTEST_ADDOPTS PIP_INDEX_URL PIP_EXTRA_INDEX_URL
           PIP_CERT PIP_DEFAULT_TIMEOUT http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY)
 LOCAL_CAS=/usr/local/share/ca-certificates   # a TLS-inspecting proxy's CA: pip in the root needs it too
 

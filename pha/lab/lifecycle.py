@@ -156,6 +156,7 @@ class Lifecycle:
                 copy_tree_with_owners(Path(path), target)
             else:
                 make_dir(target, mode, owner, group)
+            os.makedirs(path, mode=0o700, exist_ok=True)    # the mount point (pha's own on a fresh host)
             binds.append([str(target), path])
         etc = fs / "etc"
         shutil.copy2(self.state_dir / "corosync.conf", etc / "corosync/corosync.conf")

@@ -90,24 +90,71 @@ def parse_history(text: str) -> dict[int, int]:
     return switches
 
 
+class StoppedWal(NamedTuple):
+    """Where a stopped instance's WAL ends at the least, from pg_controldata."""
+
+    timeline: int                             # the newest timeline it has WAL of
+    checkpoint: int                           # its latest checkpoint's location: a record starts there
+    min_recovery: Optional[tuple[int, int]]   # a standby's minimum recovery point (timeline, LSN), an end
+
+
+def stopped_wal(control: Mapping[str, str], wal_timeline: int = 0) -> StoppedWal:
+    """StoppedWal from pg_controldata's fields and the newest timeline in pg_wal."""
+    timeline = max(int(control.get("Latest checkpoint's TimeLineID", "0") or 0), wal_timeline)
+    min_lsn = parse_lsn(control.get("Minimum recovery ending location", "0/0"))
+    min_tl = int(control.get("Min recovery ending loc's timeline", "0") or 0)
+    return StoppedWal(timeline, parse_lsn(control.get("Latest checkpoint location", "0/0")),
+                      (min_tl, min_lsn) if min_lsn and min_tl else None)
+
+
 def forked(local_timeline: int, local_lsn: int, info: Optional[ReplInfo],
            history: Optional[dict[int, int]] = None) -> Optional[str]:
-    """Why this node's WAL cannot follow the cluster's history, or None when it can.
+    """Why a running node's WAL cannot follow the cluster's history, or None when it can.
 
-    local_*: where this node's own WAL ends (timeline, LSN). info: REPL_INFO.
-    history: the cluster's timeline history (parent -> switch LSN), when known.
+    local_*: where this node's own WAL ends (timeline, LSN): what it received
+    or wrote. info: REPL_INFO. history: the cluster's timeline history
+    (parent -> switch LSN), when known.
     """
-    if info is None or local_timeline >= info.timeline:
+    left = left_at(local_timeline, info, history)
+    if left is not None and local_lsn > left:
+        return (f"timeline {local_timeline} forked: WAL to {format_lsn(local_lsn)}, "
+                f"past {format_lsn(left)} (timeline {local_timeline + 1})")
+    return None
+
+
+def stopped_forked(wal: StoppedWal, info: Optional[ReplInfo],
+                   history: Optional[dict[int, int]] = None) -> Optional[str]:
+    """Why a stopped node's WAL cannot follow the cluster's history, or None when it can.
+
+    PostgreSQL's own two checks at a standby's start: its latest checkpoint
+    must lie before the switch point (the record starts at its location, so
+    one at the very switch point is already off the new timeline), and its
+    minimum recovery point (an end) must not pass it. A node demoted and
+    stopped while cut off has its checkpoint before the switch point and its
+    minimum recovery point past it.
+    """
+    left = left_at(wal.timeline, info, history)
+    if left is not None and wal.checkpoint >= left:
+        return (f"timeline {wal.timeline} forked: checkpoint at {format_lsn(wal.checkpoint)}, "
+                f"not before {format_lsn(left)} (timeline {wal.timeline + 1})")
+    if wal.min_recovery:
+        timeline, lsn = wal.min_recovery
+        left = left_at(timeline, info, history)
+        if left is not None and lsn > left:
+            return (f"timeline {timeline} forked: minimum recovery point {format_lsn(lsn)}, "
+                    f"past {format_lsn(left)} (timeline {timeline + 1})")
+    return None
+
+
+def left_at(timeline: int, info: Optional[ReplInfo], history: Optional[dict[int, int]]) -> Optional[int]:
+    """Where the cluster's history left `timeline` (its successor's switch point); None when
+    the timeline is the cluster's own or newer, or unknown (PostgreSQL itself refuses to
+    stream if it forked)."""
+    if info is None or timeline >= info.timeline:
         return None
     switches = dict(history or {})
     switches.setdefault(info.timeline - 1, info.switch_lsn)
-    left_at = switches.get(local_timeline)
-    if left_at is None:
-        return None  # not enough history to judge; PostgreSQL itself will refuse to stream
-    if local_lsn > left_at:
-        return (f"timeline {local_timeline} forked: WAL to {format_lsn(local_lsn)}, "
-                f"past {format_lsn(left_at)} (timeline {local_timeline + 1})")
-    return None
+    return switches.get(timeline)
 
 
 # --- the primary's view of its standbys -------------------------------------------------

@@ -3,7 +3,7 @@ is refused, and the verdict is remembered until REPL_INFO changes or a repair.""
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 from pha import files, ocf
 from pha.pgsql import decide
@@ -24,17 +24,26 @@ REPAIR_HINT = "repair with cls_repair_by_pg_rewind: "
 
 
 def fork_verdict(ctx: Ctx, info: Optional[decide.ReplInfo], timeline: int, lsn: int) -> Optional[str]:
-    """Why this node's WAL forked off the cluster's history (naming the repair), or None.
+    """Why this running node's WAL (received or written up to timeline/lsn) forked off the
+    cluster's history (naming the repair), or None."""
+    return _verdict(ctx, info, lambda history: decide.forked(timeline, lsn, info, history))
 
-    A verdict is remembered (next to the agent's state) until REPL_INFO
-    changes or the node is repaired, so a restart cannot slip past it.
-    """
+
+def stopped_fork_verdict(ctx: Ctx, info: Optional[decide.ReplInfo], wal: decide.StoppedWal) -> Optional[str]:
+    """Why this stopped node's WAL forked off the cluster's history (naming the repair), or None."""
+    return _verdict(ctx, info, lambda history: decide.stopped_forked(wal, info, history))
+
+
+def _verdict(ctx: Ctx, info: Optional[decide.ReplInfo],
+             judge: Callable[[Optional[dict[int, int]]], Optional[str]]) -> Optional[str]:
+    """judge(the cluster's history) with memory: a verdict is remembered (next to the
+    agent's state) until REPL_INFO changes or the node is repaired, so a restart
+    cannot slip past it."""
     remembered = _remembered_fork(ctx)
     if remembered and info and remembered[0] == info.render() and ctx.pg.wal_timeline() < info.timeline:
         return remembered[1]
     history_text = ctx.pg.history(info.timeline) if info else None
-    history = decide.parse_history(history_text) if history_text else None
-    why = decide.forked(timeline, lsn, info, history)
+    why = judge(decide.parse_history(history_text) if history_text else None)
     if not why or not info:
         return None
     # First, as Pacemaker keeps only ~128 characters of an exit reason.

@@ -289,9 +289,14 @@ class Instance:
 
     # --- SQL ------------------------------------------------------------------------
     @contextmanager
-    def connect(self, timeout: int = 5) -> Iterator["object"]:
+    def connect(self, timeout: int = 5, walsender: bool = False) -> Iterator["object"]:
         """A psycopg connection over the unix socket, as the database user
-        (peer authentication sees the effective uid while connecting)."""
+        (peer authentication sees the effective uid while connecting).
+
+        walsender: a walsender in database mode, which takes one of
+        max_wal_senders' slots, not max_connections'. It runs SQL through the
+        simple protocol only: queries without parameters (compose literals
+        with psycopg.sql)."""
         import psycopg
         account = self.account
         euid, egid = os.geteuid(), os.getegid()
@@ -302,7 +307,8 @@ class Instance:
         try:
             conn = psycopg.connect(host=self.socketdir, port=self.port, user=self.user,
                                    dbname=self.dbname, connect_timeout=timeout, autocommit=True,
-                                   application_name="pha-pgsql-agent")
+                                   application_name="pha-pgsql-agent",
+                                   **({"replication": "database"} if walsender else {}))
         finally:
             if switched:
                 os.seteuid(euid)

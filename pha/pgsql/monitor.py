@@ -7,6 +7,9 @@ and the next monitor tries again.
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
+from typing import Any
+
 import psycopg
 
 from pha import ocf
@@ -27,16 +30,11 @@ def monitor(ctx: Ctx) -> int:
     state = ctx.load()
     try:
         with ctx.pg.connect(timeout=5) as conn:
-            conn.execute(str(ctx.params["monitor_sql"]))
-            primary = not conn.execute("select pg_is_in_recovery()").fetchone()[0] and not state.held
-            try:
-                return monitor_primary(ctx, conn, state) if primary else monitor_standby(ctx, conn, state)
-            except CrmError as err:
-                ctx.log.warning(f"Pacemaker did not take this monitor's updates (the next one retries): {err}")
-                ctx.save(state)
-                return _running(primary)
+            return _monitor_role(ctx, conn, state)
     except psycopg.Error as err:
         busy = decide.busy_sqlstate(err.sqlstate, str(err))
+        if busy == decide.TOO_MANY_CONNECTIONS and state.primary and not state.held:
+            return _monitor_through_a_walsender(ctx, state, err)
         if busy:
             ctx.log.warning(f"PostgreSQL is alive but refuses connections (SQLSTATE {busy}): "
                             f"{_first_line(err)}; reporting the last known role")
@@ -44,6 +42,40 @@ def monitor(ctx: Ctx) -> int:
         raise _failure(ctx, state, err) from None
     except PgError as err:
         raise _failure(ctx, state, err) from None
+
+
+def _monitor_role(ctx: Ctx, conn: Any, state: State) -> int:
+    """The role this node runs, monitored on `conn`."""
+    conn.execute(str(ctx.params["monitor_sql"]))
+    primary = not conn.execute("select pg_is_in_recovery()").fetchone()[0] and not state.held
+    try:
+        return monitor_primary(ctx, conn, state) if primary else monitor_standby(ctx, conn, state)
+    except CrmError as err:
+        ctx.log.warning(f"Pacemaker did not take this monitor's updates (the next one retries): {err}")
+        ctx.save(state)
+        return _running(primary)
+
+
+def _monitor_through_a_walsender(ctx: Ctx, state: State, full: psycopg.Error) -> int:
+    """Every connection slot of the primary is taken: an application connecting as a
+    superuser, its commits waiting for a sync standby that is gone, can take them
+    all, the reserved ones too. A walsender connection in database mode takes a
+    max_wal_senders slot instead, so the monitor still sees its standbys and can
+    fall back to async, which releases those commits. When even that is refused,
+    the server is alive all the same: its last known role."""
+    with ExitStack() as stack:
+        try:
+            conn = stack.enter_context(ctx.pg.connect(timeout=5, walsender=True))
+        except psycopg.Error as err:     # no replication line in pg_hba.conf, max_wal_senders taken...
+            ctx.log.warning(f"PostgreSQL is alive but refuses connections: {_first_line(full)}; no walsender "
+                            f"connection either ({_first_line(err)}); reporting the last known role")
+            return _running(state.primary)
+        ctx.log.warning(f"every connection slot is taken ({_first_line(full)}): monitoring through a "
+                        "walsender connection")
+        try:
+            return _monitor_role(ctx, conn, state)
+        except (psycopg.Error, PgError) as err:
+            raise _failure(ctx, state, err) from None
 
 
 def _running(primary: bool) -> int:

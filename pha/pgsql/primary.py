@@ -6,6 +6,8 @@ import os
 import time
 from typing import Any
 
+from psycopg import sql
+
 from pha import ocf
 from pha.pgsql import decide, names
 from pha.pgsql.context import Ctx, State
@@ -20,7 +22,7 @@ def monitor_primary(ctx: Ctx, conn: Any, state: State) -> int:
     rows = conn.execute(
         "select application_name, state, sync_state,"
         " coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::bigint"
-        " from pg_stat_replication").fetchall()
+        " from pg_stat_replication where pid <> pg_backend_pid()").fetchall()   # not the monitor's walsender
     standbys = [decide.Standby(r[0], r[1], r[2], int(r[3])) for r in rows]
     state.primary = True
     if ctx.lock_held() is False:
@@ -119,4 +121,5 @@ def ensure_slots(ctx: Ctx, conn: Any) -> None:
     for node in ctx.nodes:
         slot = f"{prefix}_{node}"
         if node != ctx.me and slot not in have:
-            conn.execute("select pg_create_physical_replication_slot(%s)", (slot,))
+            # Composed here: a walsender connection (the monitor's way in) has no bound parameters.
+            conn.execute(sql.SQL("select pg_create_physical_replication_slot({})").format(sql.Literal(slot)))

@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
 from pha import files
 from pha.pgsql import process
-from pha.pgsql.decide import ReplInfo, format_lsn, forked, parse_lsn
+from pha.pgsql.decide import ReplInfo, StoppedWal, format_lsn, stopped_forked, stopped_wal
+from pha.pgsql.decide import left_at as decide_left_at
 from pha.pgsql.process import PgError
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ KEEP_ROOT = "/var/lib/pha/rewind"
 KEEP_MAX_BYTES = 1 << 30
 TOOL_TIMEOUT = 3600.0
 CONFIG_FILES = ("postgresql.conf", "postgresql.auto.conf", "pg_hba.conf", "pg_ident.conf", "pha.conf")
+RECOVERY_SIGNALS = ("standby.signal", "recovery.signal")
 _SEGMENT = re.compile(r"([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(\.partial)?")
 _XACT = re.compile(r"tx:\s*(\d+), lsn: ([0-9A-F]+/[0-9A-F]+),.*desc: (COMMIT|ABORT)(?:_PREPARED)? ([^;]*)")
 
@@ -60,7 +62,7 @@ class Facts(NamedTuple):
     """What decides a rewind: this node's WAL, the cluster's history, the means."""
 
     local_timeline: int                       # newest timeline this node has WAL of
-    local_lsn: int                            # where its WAL ends (at least)
+    local_lsn: int                            # its latest checkpoint's location
     info: Optional[ReplInfo]                  # REPL_INFO: primary|timeline|switch-LSN
     history: Optional[dict[int, int]] = None  # the cluster's timeline history (parent -> switch LSN)
     hints: bool = True                        # wal_log_hints=on or data checksums
@@ -77,28 +79,13 @@ class Verdict(NamedTuple):
 
 def left_at(facts: Facts, timeline: int) -> Optional[int]:
     """Where the cluster's history left `timeline` (its successor's switch point), if known."""
-    if facts.info is None:
-        return None
-    switches = dict(facts.history or {})
-    switches.setdefault(facts.info.timeline - 1, facts.info.switch_lsn)
-    return switches.get(timeline)
+    return decide_left_at(timeline, facts.info, facts.history)
 
 
 def fork_reason(facts: Facts) -> Optional[str]:
-    """Why this node cannot follow the cluster's history, or None."""
-    info = facts.info
-    if info is None or facts.local_timeline >= info.timeline:
-        return None
-    why = forked(facts.local_timeline, facts.local_lsn, info, facts.history)
-    if why:
-        return why
-    if facts.min_recovery:
-        timeline, lsn = facts.min_recovery
-        left = left_at(facts, timeline) if timeline < info.timeline else None
-        if left is not None and lsn > left:
-            return (f"minimum recovery point {format_lsn(lsn)} on timeline {timeline} is past "
-                    f"{format_lsn(left)}, where timeline {timeline + 1} begins")
-    return None
+    """Why this stopped node cannot follow the cluster's history, or None."""
+    wal = StoppedWal(facts.local_timeline, facts.local_lsn, facts.min_recovery)
+    return stopped_forked(wal, facts.info, facts.history)
 
 
 def decide(facts: Facts) -> Verdict:
@@ -136,13 +123,10 @@ def decide(facts: Facts) -> Verdict:
 
 def facts_from_controldata(control: dict[str, str], wal_timeline: int = 0) -> tuple[int, int, bool,
                                                                                    Optional[tuple[int, int]]]:
-    """(local timeline, local LSN, hints, min recovery point) from pg_controldata's fields."""
-    timeline = max(int(control.get("Latest checkpoint's TimeLineID", "0") or 0), wal_timeline)
-    lsn = parse_lsn(control.get("Latest checkpoint location", "0/0"))
+    """(local timeline, latest checkpoint, hints, min recovery point) from pg_controldata's fields."""
+    wal = stopped_wal(control, wal_timeline)
     hints = control.get("wal_log_hints setting") == "on" or control.get("Data page checksum version", "0") not in ("0", "")
-    min_lsn = parse_lsn(control.get("Minimum recovery ending location", "0/0"))
-    min_tl = int(control.get("Min recovery ending loc's timeline", "0") or 0)
-    return timeline, lsn, hints, ((min_tl, min_lsn) if min_lsn and min_tl else None)
+    return wal.timeline, wal.checkpoint, hints, wal.min_recovery
 
 
 # --- where the node and its source are ------------------------------------------------------
@@ -397,6 +381,19 @@ def run_pg_rewind(target: Target, timeout: float = TOOL_TIMEOUT, dry_run: bool =
     return ToolRun(DONE, output)
 
 
+def clear_recovery_signals(pgdata: str) -> None:
+    """pg_rewind first brings a target that was not shut down cleanly (a standby
+    stopped in recovery: a primary demoted while cut off, then stopped) to a
+    consistent end in single-user mode, which refuses standby mode ("standby mode
+    is not supported by single-user servers", measured): the signal files go. The
+    agent's start writes standby.signal again."""
+    for name in RECOVERY_SIGNALS:
+        try:
+            os.unlink(os.path.join(pgdata, name))
+        except FileNotFoundError:
+            pass
+
+
 def checkpoint_source(target: Target, timeout: int = 60) -> Optional[str]:
     """CHECKPOINT on the primary, None when done, else why not.
 
@@ -487,6 +484,7 @@ def perform(target: Target, facts: Facts, segment_size: int, config_extra: tuple
     if left is not None:
         kept = keep_diverged_wal(target, facts.local_timeline, left, segment_size, run)
     saved = save_config(target.pgdata, config_extra)
+    clear_recovery_signals(target.pgdata)
     outcome = run_pg_rewind(target, timeout, run=run)
     if outcome.outcome == SAME_TIMELINE:       # the checkpoint had not reached the control file yet
         not_yet = checkpoint(target)

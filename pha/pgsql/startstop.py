@@ -11,7 +11,7 @@ from pha.crm import CrmError
 from pha.pgsql import decide, names
 from pha.pgsql.checks import check_auto_conf
 from pha.pgsql.context import Ctx, State
-from pha.pgsql.forkguard import fork_verdict
+from pha.pgsql.forkguard import stopped_fork_verdict
 from pha.pgsql.instance import PgError
 
 
@@ -27,16 +27,16 @@ def start(ctx: Ctx) -> int:
                            f"on it ({ctx.pg.socket_path})")
     info = ctx.repl_info()
     with failing_on_pg_error():
-        control, local_tl, local_lsn = position(ctx)
-        why = fork_verdict(ctx, info, local_tl, local_lsn)
+        control, wal = position(ctx)
+        why = stopped_fork_verdict(ctx, info, wal)
     if why and info:
         if not ctx.params["auto_rewind"]:
             raise ocf.OCFError(ocf.ERR_GENERIC, why)
         from pha.pgsql import rejoin
         rejoin.rewind_at_start(ctx, info, why, deadline)
         with failing_on_pg_error():
-            control, local_tl, local_lsn = position(ctx)
-    held = decide.held_primary(info, ctx.me, local_tl, control.get("Database cluster state") == "shut down")
+            control, wal = position(ctx)
+    held = decide.held_primary(info, ctx.me, wal.timeline, control.get("Database cluster state") == "shut down")
     with failing_on_pg_error():
         ctx.pg.ensure_included()
         ctx.pg.write_conf(ctx.settings(ctx.primary_sync_names() if held else "", read_only=held))
@@ -46,7 +46,7 @@ def start(ctx: Ctx) -> int:
     ctx.publish(state, names.ATTR_STATUS, decide.HS_ALONE)
     if held:
         ctx.score(ctx.me, decide.PRIMARY_SCORE)
-        ctx.log.info(f"started as the recorded primary (timeline {local_tl}), read-only until promoted")
+        ctx.log.info(f"started as the recorded primary (timeline {wal.timeline}), read-only until promoted")
     else:
         publish_position(ctx, state)
         ctx.log.info("started as a standby")
@@ -54,13 +54,11 @@ def start(ctx: Ctx) -> int:
     return ocf.SUCCESS
 
 
-def position(ctx: Ctx) -> tuple[dict[str, str], int, int]:
-    """(pg_controldata's fields, timeline, LSN) of the stopped instance. The checkpoint
-    is where this node's WAL ends at the least; the monitor checks the true end once
-    the standby has replayed it."""
+def position(ctx: Ctx) -> tuple[dict[str, str], decide.StoppedWal]:
+    """(pg_controldata's fields, where the stopped instance's WAL ends at the least). The
+    monitor checks the true end once the standby has replayed it."""
     control = ctx.pg.controldata()
-    timeline = max(int(control.get("Latest checkpoint's TimeLineID", "0")), ctx.pg.wal_timeline())
-    return control, timeline, decide.parse_lsn(control.get("Latest checkpoint location", "0/0"))
+    return control, decide.stopped_wal(control, ctx.pg.wal_timeline())
 
 
 @contextmanager

@@ -10,11 +10,14 @@ from __future__ import annotations
 import copy
 import os
 import pwd
+import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from pha import crm, crmstatus
 from pha.agents import pgsql as agent
@@ -108,20 +111,25 @@ class FakeCluster:
 class FakeConn:
     """Answers the agent's SQL from FakePostgres's state; records what ran."""
 
-    def __init__(self, pg: "FakePostgres") -> None:
+    def __init__(self, pg: "FakePostgres", walsender: bool = False) -> None:
         self.pg = pg
+        self.walsender = walsender
         self.rows: list[tuple] = []
 
-    def execute(self, sql: str, params: tuple = ()) -> "FakeConn":
-        self.pg.executed.append(sql)
+    def execute(self, query: Union[str, sql.Composable], params: tuple = ()) -> "FakeConn":
+        text = query if isinstance(query, str) else query.as_string(None)
+        if self.walsender and params:
+            raise psycopg.errors.ProtocolViolation("extended query protocol not supported in a replication "
+                                                   "connection")
+        self.pg.executed.append(text)
         for key, answer in self.pg.answers():
-            if key in sql:
-                result = answer(params) if callable(answer) else answer
+            if key in text:
+                result = answer(text, params) if callable(answer) else answer
                 if isinstance(result, Exception):
                     raise result
                 self.rows = list(result)
                 return self
-        raise AssertionError(f"FakePostgres has no answer to {sql!r}")
+        raise AssertionError(f"FakePostgres has no answer to {text!r}")
 
     def fetchone(self) -> Optional[tuple]:
         return self.rows[0] if self.rows else None
@@ -156,6 +164,7 @@ class FakePostgres:
         self.histories: dict[int, str] = {}
         self.auto_conf: dict[str, str] = {}
         self.connect_error: Optional[Exception] = None
+        self.walsender_error: Optional[Exception] = None
         self.stop_error: Optional[Exception] = None
         self.port_taken = False
         self.conf: Optional[dict[str, str]] = None
@@ -181,22 +190,27 @@ class FakePostgres:
             ("pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()", [(False,)]),
             ("select pg_current_wal_lsn()::text", [(self.lsn,)]),
             ("select slot_name from pg_replication_slots", [(s,) for s in self.slots]),
-            ("pg_create_physical_replication_slot", lambda params: self.slots.append(params[0]) or []),
+            ("pg_create_physical_replication_slot",
+             lambda text, params: self.slots.append(re.search(r"\('([^']*)'\)", text).group(1)) or []),
             ("select pid from pg_stat_wal_receiver", [(self.receiver_pid,)]),
             ("select 1", [(1,)]),
         ]
 
-    def _promote(self, params: tuple) -> list[tuple]:
+    def _promote(self, text: str, params: tuple) -> list[tuple]:
         self.in_recovery = False
         self.timeline += 1
         self.histories[self.timeline] = f"{self.timeline - 1}\t{self.lsn}\tno recovery target specified\n"
         return [(True,)]
 
     @contextmanager
-    def connect(self, timeout: int = 5) -> Iterator[FakeConn]:
-        if self.connect_error is not None or not self.running:
-            raise self.connect_error or _connection_refused()
-        yield FakeConn(self)
+    def connect(self, timeout: int = 5, walsender: bool = False) -> Iterator[FakeConn]:
+        """walsender: the monitor's way in when every slot is taken (walsender_error refuses it)."""
+        error = self.walsender_error if walsender else self.connect_error
+        if error is not None or not self.running:
+            raise error or _connection_refused()
+        if walsender:
+            self.calls.append(("connect", "walsender"))
+        yield FakeConn(self, walsender)
 
     def is_running(self) -> bool:
         return self.running

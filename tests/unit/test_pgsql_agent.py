@@ -105,6 +105,18 @@ def test_the_fork_guard_refuses_and_remembers(node: Node, cluster: FakeCluster,
     assert node.run("start") == ocf.SUCCESS
 
 
+def test_a_node_demoted_and_stopped_while_cut_off_is_seen_forked(node: Node, cluster: FakeCluster,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """Its checkpoint is before the switch, its minimum recovery point past it: PostgreSQL
+    would refuse to start it ("requested timeline 4 does not contain minimum recovery point")."""
+    node.params["auto_rewind"] = "false"
+    cluster.props[names.REPL_INFO] = "node2|4|0/5000000"
+    node.pg.control.update({"Latest checkpoint location": "0/4FFFFC0", "Minimum recovery ending location": "0/5000038",
+                            "Min recovery ending loc's timeline": "3"})
+    assert node.run("start") == ocf.ERR_GENERIC and ("start",) not in node.pg.calls
+    assert "timeline 3 forked: minimum recovery point 0/5000038, past 0/5000000" in capsys.readouterr().err
+
+
 def test_a_new_repl_info_lifts_a_remembered_refusal(node: Node, cluster: FakeCluster) -> None:
     node.params["auto_rewind"] = "false"
     cluster.props[names.REPL_INFO] = "node2|4|0/5000000"

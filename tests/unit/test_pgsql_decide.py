@@ -53,6 +53,42 @@ def test_fork_guard_without_history_or_info() -> None:
     assert "forked" in d.forked(2, 6, d.ReplInfo("n", 3, 5))
 
 
+SWITCH = 0x4035670      # measured: a primary demoted and stopped while cut off, timeline 2 left here
+CUT_OFF_CONTROL = {"Latest checkpoint's TimeLineID": "2", "Latest checkpoint location": "0/4035630",
+                   "Minimum recovery ending location": "0/40356A8", "Min recovery ending loc's timeline": "2"}
+
+
+def test_stopped_wal_reads_pg_controldata() -> None:
+    assert d.stopped_wal(CUT_OFF_CONTROL) == d.StoppedWal(2, 0x4035630, (2, 0x40356A8))
+    assert d.stopped_wal(CUT_OFF_CONTROL, wal_timeline=3).timeline == 3
+    assert d.stopped_wal({"Latest checkpoint location": "0/5000028", "Minimum recovery ending location": "0/0",
+                          "Min recovery ending loc's timeline": "0"}) == d.StoppedWal(0, 0x5000028, None)
+
+
+@pytest.mark.parametrize("wal, expect", [
+    (d.StoppedWal(2, SWITCH - 0x40, None), None),                         # checkpoint before the switch
+    (d.StoppedWal(2, SWITCH, None), "checkpoint at 0/4035670, not before"),  # its record reaches past it
+    (d.StoppedWal(2, SWITCH + 0x40, None), "checkpoint at"),
+    (d.StoppedWal(2, SWITCH - 0x40, (2, SWITCH)), None),                  # replayed up to the switch: follows
+    (d.StoppedWal(2, SWITCH - 0x40, (2, 0x40356A8)), "minimum recovery point 0/40356A8, past 0/4035670"),
+    (d.StoppedWal(2, SWITCH - 0x40, (3, 0x40356A8)), None),               # on the cluster's timeline
+    (d.StoppedWal(3, SWITCH + 0x40, (3, SWITCH + 0x40)), None),
+    (d.StoppedWal(1, 0x3000158, None), "timeline 1 forked"),               # older timeline, from history
+    (d.StoppedWal(1, 0x3000100, (1, 0x3000200)), "timeline 1 forked: minimum recovery point"),
+])
+def test_stopped_fork_guard(wal, expect) -> None:
+    """PostgreSQL's own checks at a standby's start: checkpoint before the switch point,
+    minimum recovery point not past it."""
+    why = d.stopped_forked(wal, d.ReplInfo("node2", 3, SWITCH), {1: 0x3000158, 2: SWITCH})
+    assert (why is None) if expect is None else expect in why
+    assert d.stopped_forked(wal, None) is None
+
+
+def test_a_node_cut_off_then_stopped_is_forked() -> None:
+    """The case CI met: demoted while cut off, stopped, minimum recovery point past the switch."""
+    assert d.stopped_forked(d.stopped_wal(CUT_OFF_CONTROL), d.ReplInfo("node2", 3, SWITCH))
+
+
 def rows(*spec):
     return [d.Standby(n, st, ss, lag) for n, st, ss, lag in spec]
 

@@ -188,24 +188,54 @@ def test_a_failing_query_fails_the_primary(primary: Node) -> None:
     assert primary.run("monitor") == ocf.FAILED_PROMOTED
 
 
-@pytest.mark.parametrize("error", [
+TOO_MANY = [
     psycopg.OperationalError('connection failed: connection to server on socket "/run/postgresql/.s.PGSQL.5432" '
                              'failed: FATAL:  sorry, too many clients already'),
     psycopg.OperationalError("connection failed: FATAL:  remaining connection slots are reserved for roles "
                              "with the SUPERUSER attribute"),
+    psycopg.errors.TooManyConnections("too many"),
+]
+NOT_NOW = [
     psycopg.OperationalError("connection failed: FATAL:  the database system is starting up"),
     psycopg.OperationalError("connection failed: FATAL:  the database system is shutting down"),
-    psycopg.errors.TooManyConnections("too many"),
     psycopg.errors.CannotConnectNow("not now"),
-])
+]
+
+
+@pytest.mark.parametrize("error", TOO_MANY + NOT_NOW)
 def test_a_busy_server_is_alive_in_its_last_known_role(primary: Node, capsys: pytest.CaptureFixture,
                                                        error: Exception) -> None:
     primary.pg.connect_error = error
+    primary.pg.walsender_error = psycopg.OperationalError("FATAL:  no pg_hba.conf entry for replication connection")
     assert primary.run("monitor") == ocf.RUNNING_PROMOTED
     assert "alive but refuses connections" in capsys.readouterr().err
     primary.save_state(primary=False)
     assert primary.run("monitor") == ocf.SUCCESS
     assert primary.run("monitor", interval=0) == ocf.SUCCESS
+    assert ("connect", "walsender") not in primary.pg.calls       # a standby needs no way in
+
+
+@pytest.mark.parametrize("error", TOO_MANY)
+def test_a_full_primary_is_monitored_through_a_walsender_and_falls_back_to_async(
+        primary: Node, capsys: pytest.CaptureFixture, error: Exception) -> None:
+    """Commits waiting for a sync standby that is gone took every slot: the way in
+    sees no standby streaming and goes async, which releases them."""
+    primary.pg.sync_names = "node2"
+    primary.pg.replication = []
+    primary.save_state(primary=True, promoted_at=0.0)
+    primary.pg.connect_error = error
+    assert primary.run("monitor") == ocf.RUNNING_PROMOTED
+    assert ("connect", "walsender") in primary.pg.calls
+    assert "monitoring through a walsender connection" in capsys.readouterr().err
+    assert primary.pg.conf["synchronous_standby_names"] == ""
+
+
+def test_a_failing_query_through_the_walsender_fails_the_primary(primary: Node) -> None:
+    primary.pg.connect_error = TOO_MANY[0]
+    primary.params["monitor_sql"] = "select broken"
+    original = primary.pg.answers
+    primary.pg.answers = lambda: [("select broken", psycopg.errors.UndefinedColumn("column broken"))] + original()
+    assert primary.run("monitor") == ocf.FAILED_PROMOTED
 
 
 def test_not_running(primary: Node) -> None:

@@ -29,14 +29,15 @@ def facts(tl: int = 2, lsn: str = "0/6000000", **kw) -> r.Facts:
 @pytest.mark.parametrize("f, action, words", [
     (facts(info=None), r.NONE, "no REPL_INFO"),
     (facts(tl=3), r.NONE, "not forked"),                                   # on the cluster's timeline
-    (facts(tl=2, lsn="0/50000A0"), r.NONE, "not forked"),                   # left exactly at the switch
+    (facts(tl=2, lsn="0/5000098"), r.NONE, "not forked"),                   # checkpoint before the switch
+    (facts(tl=2, lsn="0/50000A0"), r.REWIND, "checkpoint at 0/50000A0, not before"),  # a record past it
     (facts(tl=2, lsn="0/4000000"), r.NONE, "not forked"),                   # behind it: can follow
     (facts(tl=1, lsn="0/9000000"), r.NONE, "not in the cluster's known history"),
     (facts(tl=1, lsn="0/9000000", history=HISTORY), r.REWIND, "timeline 1 forked"),
     (facts(tl=1, lsn="0/3000000", history=HISTORY), r.NONE, "not forked"),
-    (facts(tl=2, lsn="0/6000000"), r.REWIND, "timeline 2 forked: WAL to 0/6000000, past 0/50000A0"),
+    (facts(tl=2, lsn="0/6000000"), r.REWIND, "timeline 2 forked: checkpoint at 0/6000000, not before 0/50000A0"),
     (facts(tl=2, lsn="0/4000000", min_recovery=(2, parse_lsn("0/6000000"))), r.REWIND,
-     "minimum recovery point 0/6000000 on timeline 2 is past 0/50000A0"),
+     "timeline 2 forked: minimum recovery point 0/6000000, past 0/50000A0"),
     (facts(tl=2, lsn="0/4000000", min_recovery=(3, parse_lsn("0/6000000"))), r.NONE, "not forked"),
     (facts(tl=4), r.REFUSE, "ahead of the cluster"),
     (facts(tl=4, reclone=True), r.REFUSE, "ahead of the cluster"),
@@ -254,8 +255,12 @@ def test_a_failed_reclone_leaves_the_data_alone(node: r.Target) -> None:
 # --- the whole of it ---------------------------------------------------------------------------------
 def test_perform_keeps_then_rewinds(node: r.Target) -> None:
     Path(node.pgdata, "pha.conf").write_text("primary_conninfo = 'mine'\n")
-    run = FakeRun({"pg_waldump": (0, WALDUMP, ""), "pg_rewind": (0, "pg_rewind: Done!", "")},
-                  {"pg_rewind": lambda argv: Path(node.pgdata, "pha.conf").write_text("the primary's\n")})
+    Path(node.pgdata, "standby.signal").write_text("")      # a standby stopped in recovery
+
+    def rewinds(argv: list[str]) -> None:     # pg_rewind's single-user recovery refuses standby mode
+        assert not Path(node.pgdata, "standby.signal").exists()
+        Path(node.pgdata, "pha.conf").write_text("the primary's\n")
+    run = FakeRun({"pg_waldump": (0, WALDUMP, ""), "pg_rewind": (0, "pg_rewind: Done!", "")}, {"pg_rewind": rewinds})
     checkpoints = []
     result = r.perform(node, facts(), SEG, run=run, checkpoint=lambda t: checkpoints.append(t))
     assert result.action == r.REWIND and result.kept and result.kept.commits == 2
