@@ -31,4 +31,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
                             "cls_repair_by_pg_rewind: rewind this node from the primary."),
     "rebuild-slave": ("pha.commands.repair:rebuild_cmd",
                       "cls_rebuild_slave: pg_basebackup this node from the primary."),
+    "guard": ("pha.commands.guard:guard_cmd",
+              "Stop this node's primary when its cluster is gone, before fencing (a service)."),
 }

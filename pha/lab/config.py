@@ -65,6 +65,7 @@ NODE_DIRS: dict[str, tuple[int | str, str, str]] = {
     "/var/lib/postgresql": (0o755, "postgres", "postgres"),
     "/var/log/postgresql": (0o1775, "root", "postgres"),
     "/var/lib/pha": (0o700, "root", "root"),       # the WAL a rewind keeps (rewind_keep_dir)
+    "/var/log/pha": (0o755, "root", "root"),       # pha guard's log
 }
 # Fresh tmpfs per node: mount point -> mode.
 NODE_TMPFS: dict[str, int] = {"/run": 0o755, "/dev/shm": 0o1777, "/tmp": 0o1777}

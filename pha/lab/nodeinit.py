@@ -5,9 +5,9 @@ Started by `Lab.up` as
         python -m pha.lab.nodeinit SPEC.json
 it gives the node its own hostname, sysfs, per-node directories (bind mounts
 from the lab state), tmpfs /run, /dev/shm and /tmp (not /tmp when pha runs from
-there), then starts corosync and
-pacemakerd and reaps orphans. SIGTERM stops pacemaker, then PostgreSQL, then
-corosync, and exits; the kernel then kills whatever is left in the node's PID
+there), then starts corosync,
+pacemakerd and pha guard (pha.commands.guard), and reaps orphans. SIGTERM stops
+the guard, pacemaker, then PostgreSQL, then corosync, and exits; the kernel then kills whatever is left in the node's PID
 namespace. Mount propagation is private (unshare's default), so no mount
 reaches the host.
 """
@@ -33,6 +33,8 @@ PACEMAKER_STOP_TIMEOUT = 90.0
 POSTGRES_STOP_TIMEOUT = 30.0
 COROSYNC_STOP_TIMEOUT = 15.0
 COROSYNC_START_TIMEOUT = 15.0
+GUARD_STOP_TIMEOUT = 5.0
+GUARD_LOG = "/var/log/pha/guard.log"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -97,6 +99,13 @@ def start_stack() -> dict[str, int]:
             ["pacemakerd"], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             env=env, start_new_session=True).pid
     log(f"pacemakerd pid {pids['pacemakerd']}")
+    import pha
+    code = os.path.dirname(os.path.dirname(os.path.realpath(pha.__file__)))
+    with open(GUARD_LOG, "ab") as out:
+        pids["guard"] = subprocess.Popen(
+            [sys.executable, "-m", "pha.commands", "guard"], stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=code), cwd="/", start_new_session=True).pid
+    log(f"pha guard pid {pids['guard']}")
     return pids
 
 
@@ -152,7 +161,9 @@ def postmaster_pids() -> list[int]:
 
 
 def shut_down(stack: dict[str, int]) -> None:
-    log("SIGTERM: stopping pacemaker, postgres, corosync")
+    log("SIGTERM: stopping pha guard, pacemaker, postgres, corosync")
+    if "guard" in stack:
+        stop("pha guard", [stack["guard"]], signal.SIGTERM, GUARD_STOP_TIMEOUT)
     if "pacemakerd" in stack:
         stop("pacemaker", [stack["pacemakerd"]], signal.SIGTERM, PACEMAKER_STOP_TIMEOUT)
     stop("postgres", postmaster_pids(), signal.SIGINT, POSTGRES_STOP_TIMEOUT)

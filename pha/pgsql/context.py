@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ContextManager, Optional, Protocol
 
 from pha import ocf
-from pha.pgsql import decide, names
+from pha.pgsql import decide, guard, names
 
 if TYPE_CHECKING:
     from pha.crmstatus import ClusterStatus
@@ -39,8 +39,11 @@ class Postgres(Protocol):
     """The part of pha.pgsql.instance.Instance the agent uses."""
 
     pgdata: str
+    pgctl: str
     port: int
+    socketdir: str
     socket_path: str
+    user: str
     config: str          # postgresql.conf
     conf_path: str       # pha.conf
 
@@ -55,7 +58,7 @@ class Postgres(Protocol):
     def auto_conf_settings(self) -> dict[str, str]: ...
     def wal_timeline(self) -> int: ...
     def history(self, timeline: int) -> Optional[str]: ...
-    def connect(self, timeout: int = ...) -> ContextManager[Any]: ...
+    def connect(self, timeout: int = ..., walsender: bool = ...) -> ContextManager[Any]: ...
     def wait_ready(self, timeout: float) -> None: ...
 
 
@@ -99,7 +102,7 @@ class State:
 class Ctx:
     """Everything an action needs, built once per invocation."""
 
-    def __init__(self, res: ocf.Resource, crm: Cluster, pg: Postgres) -> None:
+    def __init__(self, res: ocf.Resource, crm: Cluster, pg: Postgres, guard_dir: str = guard.GUARD_DIR) -> None:
         p = res.params
         self.res = res
         self.params = p
@@ -113,6 +116,7 @@ class Ctx:
         self.score_name = names.score_attr(self.rsc)
         self.state_path = names.state_path(str(p["tmpdir"]), self.rsc)
         self.fork_marker = names.fork_marker_path(str(p["tmpdir"]), self.rsc)
+        self.guard_dir = guard_dir
 
     # --- local state -------------------------------------------------------------
     def load(self) -> State:
@@ -129,6 +133,16 @@ class Ctx:
         from pha import files
         files.private_dir(os.path.dirname(self.state_path))
         files.write_json(self.state_path, dataclasses.asdict(state))
+
+    def guard_primary(self) -> None:
+        """Record this node's primary for `pha guard` (pha.pgsql.guard)."""
+        pg = self.pg
+        guard.write_record(guard.Record(self.rsc, self.me, pg.pgdata, pg.pgctl, pg.port, pg.socketdir, pg.user),
+                           self.guard_dir)
+
+    def unguard(self) -> None:
+        """No primary of this resource here for `pha guard` to watch."""
+        guard.remove_record(self.rsc, self.guard_dir)
 
     # --- Pacemaker -------------------------------------------------------------------
     def publish(self, state: State, name: str, value: Optional[str]) -> None:

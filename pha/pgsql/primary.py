@@ -25,6 +25,7 @@ def monitor_primary(ctx: Ctx, conn: Any, state: State) -> int:
         " from pg_stat_replication where pid <> pg_backend_pid()").fetchall()   # not the monitor's walsender
     standbys = [decide.Standby(r[0], r[1], r[2], int(r[3])) for r in rows]
     state.primary = True
+    ctx.guard_primary()      # a primary adopted, or one that outlived a lost /run
     if ctx.lock_held() is False:
         # Someone else may be promoted now: never stay a writable primary without the lease.
         ctx.step_aside()

@@ -1,8 +1,6 @@
 """promote, demote and notify."""
 from __future__ import annotations
 
-import os
-import signal
 import time
 from typing import Any
 
@@ -12,6 +10,7 @@ from pha import ocf
 from pha.crm import CrmError
 from pha.pgsql import decide, names
 from pha.pgsql.context import Ctx, State
+from pha.pgsql.standby import restart_receiver
 from pha.pgsql.startstop import failing_on_pg_error, start_postgres, stop_postgres
 
 REPLAY_WAIT = 10.0       # seconds a promotion waits for replay to reach what was received
@@ -102,6 +101,7 @@ def became_primary(ctx: Ctx, state: State, baseline: str) -> None:
     state.promoted_at = time.time()
     state.published = {}
     state.baseline = baseline
+    ctx.guard_primary()
     ctx.score(ctx.me, decide.PRIMARY_SCORE)
     ctx.pg.set_standby(False)
     if ctx.sync:
@@ -132,6 +132,7 @@ def wait_replayed(conn: Any, seconds: float) -> None:
 # --- demote ------------------------------------------------------------------------------------
 def demote(ctx: Ctx) -> int:
     state = ctx.load()
+    ctx.unguard()
     path = decide.demote_path(ctx.pg.is_running(), lambda: state.stop_follows or stopping_here(ctx))
     state.stop_follows = False
     if path == decide.DEMOTE_NOT_RUNNING:
@@ -190,16 +191,15 @@ def notify(ctx: Ctx) -> int:
         state.stop_follows = ctx.me in n["stop"]
         ctx.save(state)
     elif n.is_post and n.operation == "promote" and ctx.me not in n["promote"]:
-        reconnect_receiver(ctx)
+        reconnect_receiver(ctx, " ".join(n["promote"]))
     return ocf.SUCCESS
 
 
-def reconnect_receiver(ctx: Ctx) -> None:
-    """Make the WAL receiver reconnect now, to the new primary behind master_ip."""
+def reconnect_receiver(ctx: Ctx, promoted: str) -> None:
+    """Make the WAL receiver reconnect now, to the new primary behind master_ip (the
+    writer VIP may move only after this: the standby's monitor retries once it answers)."""
     try:
         with ctx.pg.connect() as conn:
-            row = conn.execute("select pid from pg_stat_wal_receiver").fetchone()
-        if row and row[0]:
-            os.kill(int(row[0]), signal.SIGTERM)
-    except (psycopg.Error, OSError) as err:
+            restart_receiver(ctx, conn, why=f"{promoted} was promoted")
+    except psycopg.Error as err:
         ctx.log.warning(f"could not restart the WAL receiver: {err}")

@@ -2,12 +2,18 @@
 cannot stream, and the election when there is no primary."""
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
+
+import psycopg
 
 from pha import ocf
 from pha.pgsql import decide, names
 from pha.pgsql.context import Ctx, State
 from pha.pgsql.forkguard import guard
+
+PROBE_TIMEOUT = 0.3      # seconds a standby that does not stream waits for master_ip to accept
 
 
 def monitor_standby(ctx: Ctx, conn: Any, state: State) -> int:
@@ -34,9 +40,33 @@ def monitor_standby(ctx: Ctx, conn: Any, state: State) -> int:
         state.rounds = 0
     else:  # a forked standby cannot stream: this is where the guard catches it running
         guard(ctx, ctx.repl_info(), timeline, lsn)
+        if primary_answers(ctx):
+            restart_receiver(ctx, conn, why="not streaming while the primary behind master_ip answers")
         elect_if_leaderless(ctx, state, timeline, lsn)
     ctx.save(state)
     return ocf.SUCCESS
+
+
+def primary_answers(ctx: Ctx) -> bool:
+    """Whether master_ip:pgport accepts connections (a short TCP probe: a standby
+    that does not stream asks, and only then)."""
+    from pha.pgsql.rewind import reachable
+    return reachable(str(ctx.params["master_ip"]), int(ctx.params["pgport"]), timeout=PROBE_TIMEOUT)
+
+
+def restart_receiver(ctx: Ctx, conn: Any, why: str) -> None:
+    """SIGTERM the WAL receiver so that it connects again at once (after
+    wal_retrieve_retry_interval). One still connecting counts: after a failover
+    its SYN to master_ip went out before the writer VIP moved and TCP resends it
+    only seconds later (1 s, 3 s...), and pg_stat_wal_receiver shows no row until
+    it is connected, so pg_stat_activity is asked."""
+    try:
+        row = conn.execute("select pid from pg_stat_activity where backend_type = 'walreceiver'").fetchone()
+        if row and row[0]:
+            os.kill(int(row[0]), signal.SIGTERM)
+            ctx.log.info(f"WAL receiver restarted: {why}")
+    except (psycopg.Error, OSError) as err:
+        ctx.log.warning(f"could not restart the WAL receiver: {err}")
 
 
 def elect_if_leaderless(ctx: Ctx, state: State, timeline: int, lsn: int) -> None:

@@ -19,6 +19,7 @@ def start(ctx: Ctx) -> int:
     """Start as a standby, or as the held primary REPL_INFO records (read-only until promoted).
     A node whose timeline forked is rewound first (auto_rewind), else refused."""
     deadline = time.monotonic() + ctx.action_timeout("120000")
+    ctx.unguard()     # a writable primary only after a promotion
     check_auto_conf(ctx)
     if ctx.pg.is_running():
         return ocf.SUCCESS if ctx.role() else ocf.ERR_GENERIC
@@ -87,6 +88,7 @@ def publish_position(ctx: Ctx, state: State) -> None:
 
 
 def stop(ctx: Ctx) -> int:
+    ctx.unguard()
     with failing_on_pg_error():
         stop_postgres(ctx)
     state = ctx.load()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-LOG_DIRS = ("/var/log/pacemaker", "/var/log/corosync", "/var/log/postgresql")
+LOG_DIRS = ("/var/log/pacemaker", "/var/log/corosync", "/var/log/postgresql", "/var/log/pha")
 
 
 @pytest.fixture(scope="module")

@@ -148,6 +148,9 @@ class FakePostgres:
         self.conf_source: Optional[str] = self.conf_path   # synchronous_standby_names' sourcefile
         self.config_file = self.config                      # the config_file PostgreSQL reads
         self.port = 5432
+        self.pgctl = ""
+        self.socketdir = "/run/postgresql"
+        self.user = "postgres"
         self.socket_path = "/run/postgresql/.s.PGSQL.5432"
         self.running = True
         self.in_recovery = True
@@ -192,7 +195,7 @@ class FakePostgres:
             ("select slot_name from pg_replication_slots", [(s,) for s in self.slots]),
             ("pg_create_physical_replication_slot",
              lambda text, params: self.slots.append(re.search(r"\('([^']*)'\)", text).group(1)) or []),
-            ("select pid from pg_stat_wal_receiver", [(self.receiver_pid,)]),
+            ("where backend_type = 'walreceiver'", [(self.receiver_pid,)] if self.receiver_pid else []),
             ("select 1", [(1,)]),
         ]
 
@@ -273,6 +276,7 @@ class Node:
         (pgdata / "PG_VERSION").write_text("15\n")
         self.pg = FakePostgres(str(pgdata))
         self.tmpdir = tmp_path / f"{name}-run"
+        self.guard_dir = tmp_path / f"{name}-guard"
         self.params = {"pgctl": "/bin/true", "pgdata": str(pgdata), "pgdba": pwd.getpwuid(os.geteuid()).pw_name,
                        "node_list": " ".join(NODES), "master_ip": "10.0.0.100", "rep_mode": "sync",
                        "tmpdir": str(self.tmpdir), **params}
@@ -298,7 +302,7 @@ class Node:
         return self.rewind_result
 
     def _build(self, res: Any) -> context.Ctx:
-        self.ctx = context.Ctx(res, self.cluster, self.pg)
+        self.ctx = context.Ctx(res, self.cluster, self.pg, guard_dir=str(self.guard_dir))
         return self.ctx
 
     def run(self, action: str, interval: int = 2000, timeout: int = 60000, **meta: str) -> int:

@@ -3,6 +3,7 @@ attributes and their differences, SETTLE, the minority, lock loss, the sync targ
 async fallback, slots, elections and their gating, and what does (not) fail the monitor."""
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -258,6 +259,29 @@ def test_a_streaming_standby_publishes_its_receiver_once_two_monitors_agree(stan
     assert cluster.attrs["node1"][names.ATTR_RECEIVER] == "streaming"       # one "stopped" is not enough
     standby.run("monitor")
     assert cluster.attrs["node1"][names.ATTR_RECEIVER] == "stopped"
+
+
+def test_a_receiver_still_connecting_restarts_once_the_primary_answers(standby: Node, cluster: FakeCluster,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """After a failover its SYN left before the writer VIP moved: it would wait for TCP's resend."""
+    cluster.attrs["node2"][names.ATTR_STATUS] = decide.PRI
+    standby.pg.receiver = "stopped"              # pg_stat_wal_receiver has no row until it is connected
+    receiver = subprocess.Popen(["sleep", "30"])
+    standby.pg.receiver_pid = receiver.pid
+    standby.source_up = False                    # the writer VIP has not moved yet: leave it be
+    assert standby.run("monitor") == ocf.SUCCESS
+    assert receiver.poll() is None
+    standby.source_up = True
+    assert standby.run("monitor") == ocf.SUCCESS
+    assert receiver.wait(timeout=5) == -15
+    assert "WAL receiver restarted: not streaming while the primary behind master_ip answers" in \
+        capsys.readouterr().err
+
+
+def test_a_streaming_standby_never_probes_the_primary(standby: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rewind, "reachable", lambda *a, **kw: pytest.fail("probed"))
+    standby.pg.receiver_pid = 1
+    assert standby.run("monitor") == ocf.SUCCESS
 
 
 def test_check_wal_receiver_off_publishes_nothing(standby: Node, cluster: FakeCluster) -> None:

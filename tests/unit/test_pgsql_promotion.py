@@ -170,3 +170,20 @@ def test_a_failed_restart_fails_the_demote(primary: Node, capsys: pytest.Capture
         raise PgError("pg_ctl start failed: port in use")
     primary.pg.start = broken
     assert primary.run("demote") == ocf.ERR_GENERIC and "port in use" in capsys.readouterr().err
+
+
+# --- the record pha guard watches (pha.pgsql.guard) ------------------------------------------------
+def test_a_primary_is_recorded_for_the_guard_until_demoted_or_stopped(standby: Node) -> None:
+    from pha.pgsql import guard
+    directory = str(standby.guard_dir)
+    assert standby.run("promote") == ocf.SUCCESS
+    [record] = guard.read_records(directory)[0]
+    assert (record.resource, record.node, record.pgdata, record.port) == ("pgsql", "node1", standby.pg.pgdata, 5432)
+    assert standby.run("demote") == ocf.SUCCESS
+    assert guard.read_records(directory) == ([], [])
+    standby.pg.in_recovery = False                 # a primary the monitor finds (adopted): recorded
+    standby.save_state(primary=True)
+    assert standby.run("monitor") == ocf.RUNNING_PROMOTED
+    assert len(guard.read_records(directory)[0]) == 1
+    assert standby.run("stop") == ocf.SUCCESS
+    assert guard.read_records(directory) == ([], [])
