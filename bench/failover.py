@@ -2,7 +2,8 @@
 """Failover benchmark: ocf:pha:pgsql against the stock ocf:heartbeat:pgsql, in the namespace lab.
 
 usage: PHA_LAB_INSTANCE=N bench/failover.py [--runs 5] [--agents stock,pha]
-           [--scenarios kill9-async,kill9-sync,cut,switchover,switchover-async]
+           [--scenarios kill9-async,kill9-sync,cut,switchover,switchover-async,
+                        corosync-kill,pacemaker-kill,cut-fenced,sigstop]
            [--healthy-timeout S] [--isolation S] [--switch-timeout S] [--output FILE]
 
 Every run starts from a fresh lab (`Lab.up`, PostgreSQL stopped), builds the
@@ -19,7 +20,11 @@ fault falls anywhere in the agents' monitor cycles), the scenario strikes:
   PostgreSQL and removed the writer VIP (or after --isolation seconds);
 - switchover, switchover-async: `crm_resource --move --promoted` to a
   streaming standby (the sync one in sync mode), then `--clear` once it is
-  promoted (or after --switch-timeout seconds).
+  promoted (or after --switch-timeout seconds);
+- corosync-kill, pacemaker-kill, cut-fenced, sigstop: faults of the primary's
+  node on a lab with its BMCs and fence_ipmilan devices (fencing on, for both
+  agents): see bench/faults.py. Their report adds when the node was powered
+  off by its BMC ("fenced").
 
 Per run: write unavailability (the longest gap between acknowledged inserts
 that ends after the fault: for a kill or a cut, the last acknowledged insert
@@ -56,13 +61,15 @@ from pha import cluster, crmstatus  # noqa: E402
 from pha.lab import Lab, LabError, config  # noqa: E402
 from pha.lab.core import LabCommandError  # noqa: E402
 
+import faults  # noqa: E402
 import pgsql_cluster as pc  # noqa: E402
 from writer import Writer  # noqa: E402
 
 AGENTS = {"stock": cluster.STOCK_AGENT, "pha": cluster.PHA_AGENT}
 AGENT_PATHS = {"stock": "/usr/lib/ocf/resource.d/heartbeat/pgsql", "pha": "/usr/lib/ocf/resource.d/pha/pgsql"}
 SCENARIOS = {"kill9-async": "async", "kill9-sync": "sync", "cut": "sync", "switchover": "sync",
-             "switchover-async": "async"}
+             "switchover-async": "async", **{name: "sync" for name in faults.ACTIONS}}
+FENCED = set(faults.ACTIONS)
 STEADY_SECONDS = 2.0
 # The fault comes a random 0-4 s later: healthy is seen right after a primary monitor wrote
 # its attributes, so a fixed delay would strike at the same point of every monitor cycle.
@@ -81,6 +88,10 @@ ANCHORS = {
     "cut": ("24 s", "10 s", "≤ 9 s"),
     "switchover": ("old primary stays down; 18 s", "2.9 s", "≤ 2 s"),
     "switchover-async": ("impossible (--move --promoted does nothing)", "2.9 s", "≤ 2 s"),
+    "corosync-kill": ("—", "—", "≤ 15 s (issue 10: 63-72 s)"),
+    "pacemaker-kill": ("—", "—", "≤ 15 s (issue 10: 66 s)"),
+    "cut-fenced": ("—", "—", "≤ 12 s with fencing (issue 10)"),
+    "sigstop": ("—", "—", "≤ 20 s (issue 10: 42 s)"),
     "monitor-primary": ("452 ms", "287 ms", "≤ 100 ms"),
     "monitor-standby": ("126 ms", "175 ms", "≤ 100 ms"),
 }
@@ -166,6 +177,7 @@ class RunResult:
     interleaved: Optional[bool] = None
     writers: str = ""
     healthy_after: Optional[float] = None
+    fenced_after: Optional[float] = None
     old_primary: str = ""
     new_primary: str = ""
     old_primary_outcome: str = ""
@@ -330,7 +342,9 @@ def switchover(lab: Lab, bench: Bench, writer: Writer, result: RunResult) -> flo
 
 SCENARIO_ACTIONS: dict[str, Callable[[Lab, Bench, Writer, RunResult], float]] = {
     "kill9-async": kill9, "kill9-sync": kill9, "cut": cut, "switchover": switchover,
-    "switchover-async": switchover}
+    "switchover-async": switchover,
+    **{name: (lambda lab, bench, writer, result, act=act: act(lab, writer, result, wait_resumed))
+       for name, act in faults.ACTIONS.items()}}
 
 
 class Timeline:
@@ -407,8 +421,12 @@ def one_run(bench: Bench, agent: str, scenario: str, run: int) -> RunResult:
     writer: Optional[Writer] = None
     timeline: Optional[Timeline] = None
     try:
-        result.lab_up = round(max(lab.up(nodes=3, pg=True, force=True).values()), 2)
-        timings = pc.create_pgsql_cluster(lab, rep_mode=SCENARIOS[scenario], agent=AGENTS[agent])
+        fenced = scenario in FENCED
+        result.lab_up = round(max(lab.up(nodes=3, pg=True, force=True, fence=fenced).values()), 2)
+        if fenced:
+            faults.add_fence_devices(lab)
+        timings = pc.create_pgsql_cluster(lab, rep_mode=SCENARIOS[scenario], agent=AGENTS[agent],
+                                          fencing=fenced)
         result.pcs, result.bringup = timings.pop("pcs"), timings.pop("healthy")
         result.milestones = timings
         first_primary = pc.primary_of(lab)
@@ -436,6 +454,9 @@ def one_run(bench: Bench, agent: str, scenario: str, run: int) -> RunResult:
         result.timeline = timeline.render(fault_at)
         result.new_primary = pc.wait_for("one primary", lambda: pc.primary_of(lab, observers), 30)[0]
         result.old_primary_outcome = node_outcome(lab, result.old_primary, observers)
+        if scenario in FENCED:
+            result.notes.append("not powered off" if result.fenced_after is None
+                                else f"powered off by its BMC {result.fenced_after}s after the fault")
         writer.stop()
         checked = pc.wait_for(f"the writer's rows on {result.new_primary}",
                               lambda: writer.check(result.new_primary), 30)[0]
@@ -495,7 +516,8 @@ def render(bench: Bench, agents: list[str], scenarios: list[str]) -> str:
         "client namespace. Monitor intervals Promoted / Unpromoted: stock "
         f"{stock['promoted_monitor']} s / {stock['unpromoted_monitor']} s (its wiki configuration), pha "
         f"{pha['promoted_monitor']} s / {pha['unpromoted_monitor']} s; migration-threshold "
-        f"{defaults['migration_threshold']}, failure-timeout {defaults['failure_timeout']} s, no fencing, "
+        f"{defaults['migration_threshold']}, failure-timeout {defaults['failure_timeout']} s, no fencing "
+        f"but in {', '.join(sorted(FENCED))} (fence_ipmilan against the lab's BMCs, reboot), "
         "no-quorum-policy=stop; notify=true for the stock agent only (pha's needs none). The fault "
         f"comes {STEADY_SECONDS:g} s plus a random 0-{FAULT_JITTER_SECONDS:g} s after the writer starts, "
         "anywhere in the monitor cycles.", "",
@@ -516,6 +538,9 @@ def render(bench: Bench, agents: list[str], scenarios: list[str]) -> str:
         lines.append(f"| {s}: write unavailability | "
                      + " | ".join(_cell(by[a, s], "unavailability", "no write after") for a in agents)
                      + " | " + " / ".join(ANCHORS[s]) + " |")
+        if s in FENCED:
+            lines.append(f"| {s}: primary's node powered off by its BMC | "
+                         + " | ".join(_cell(by[a, s], "fenced_after", "not fenced") for a in agents) + " | |")
         lines.append(f"| {s}: healthy again | "
                      + " | ".join(_cell(by[a, s], "healthy_after") for a in agents) + " | |")
         lines.append(f"| {s}: lost acknowledged inserts | "

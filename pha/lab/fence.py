@@ -45,7 +45,11 @@ if TYPE_CHECKING:
 BMC_OFFSET = 200
 BMC_USER = "admin"
 PASSWORD_SCRIPT = "/etc/pacemaker/pha-lab-bmc-password"   # node-private: the lab bind-mounts /etc/pacemaker
-DEVICE_OPTIONS = (("username", BMC_USER), ("lanplus", "1"), ("cipher", "3"))
+# power_wait=0: this BMC has switched the power when it answers (power off returns once the
+# node's PID 1 is dead), so fence_ipmilan's default wait of 2 s after OFF and after ON only adds
+# 4 s to a reboot (measured: 5.7 s with it, 1.5 s without). Real BMCs keep the default unless
+# they, too, report the new power state at once.
+DEVICE_OPTIONS = (("username", BMC_USER), ("lanplus", "1"), ("cipher", "3"), ("power_wait", "0"))
 IPMI_SIM = "/usr/bin/ipmi_sim"
 IPMITOOL = "/usr/bin/ipmitool"
 FENCE_AGENT = "/usr/sbin/fence_ipmilan"

@@ -6,7 +6,9 @@ Faults: kill -9 of corosync, kill -9 of the pacemaker daemons, a cut of the node
 each gave two writable primaries behind the VIP for seconds. With it: 0 acknowledged inserts
 lost, never two nodes writable at once nor the writer VIP on two nodes, writes back within
 WRITES_BACK_BOUND, and the fenced node boots and rejoins (or is refused by the fork guard,
-loudly). One lab for the module.
+loudly); after corosync's death pha guard stops the primary before the node is fenced. Also a
+hung primary (SIGSTOP: no fencing needed) and a cut of the sync standby while the application,
+as a superuser, holds every connection slot. One lab for the module.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ SAMPLE_EVERY = 0.2
 WRITES_BACK_BOUND = 30.0   # the goals (bench medians): 15 s after corosync/pacemaker death, 12 s after a cut
 HUNG_BOUND = 30.0          # the goal: 20 s
 SYNC_CUT_BOUND = 30.0      # wal_timeout (5 s) to see the standby gone, a monitor, a reload
+GUARD_BOUND = 7.5          # pha guard: 5 s of grace, a 1 s check, the shutdown
+GUARD_LOG = "/var/log/pha/guard.log"
 BACK_TIMEOUT = 180.0
 
 # Runs inside a node: one JSON line per sample (writable: not in recovery; None: no answer).
@@ -154,7 +158,7 @@ def watch_power_off(lab, node: str, found: dict) -> threading.Thread:
     return thread
 
 
-def fault_and_check(lab, fault: str, inflict, heal=None, fenced: bool = True,
+def fault_and_check(lab, fault: str, inflict, heal=None, fenced: bool = True, guarded: bool = False,
                     bound: float = WRITES_BACK_BOUND) -> dict[str, float]:
     """Inflict `fault` on the primary's node under the writer and the samplers; check the
     promises; the timings (fault -> powered off by its BMC, -> writes back on the new primary)."""
@@ -181,15 +185,22 @@ def fault_and_check(lab, fault: str, inflict, heal=None, fenced: bool = True,
         samplers.stop()
         if heal is not None:
             heal(old)
+    old_acks = [a.t for a in writer.acks() if a.node == old and a.t > at]
     timings = {"fenced_s": round(power["off"] - at, 2) if "off" in power else None,
-               "writes_back_s": round(ack.t - at, 2), "unavailable_s": result.unavailability}
-    print(f"{fault} on {old}: {result.summary()}; fault -> {old} powered off by its BMC "
-          f"{timings['fenced_s']}s, -> writes back {timings['writes_back_s']}s on {new}")
+               "writes_back_s": round(ack.t - at, 2), "unavailable_s": result.unavailability,
+               "old_last_ack_s": round(max(old_acks) - at, 2) if old_acks else 0.0}
+    print(f"{fault} on {old}: {result.summary()}; fault -> last write acknowledged by {old} "
+          f"{timings['old_last_ack_s']}s, -> {old} powered off by its BMC {timings['fenced_s']}s, "
+          f"-> writes back {timings['writes_back_s']}s on {new}")
     assert result.lost == [] and not result.interleaved, result.summary()
     assert samplers.overlaps("writable") == [], samplers.overlaps("writable")[:5]
     assert samplers.overlaps("vip") == [], samplers.overlaps("vip")[:5]
     if fenced:
         assert "off" in power, f"{old} was not fenced (its PID 1 lives)"
+    if guarded:   # pha guard shut the old primary down before its node was powered off
+        said = lab.node_path(old, GUARD_LOG).read_text()
+        assert "shutting down the primary" in said, said[-2000:]
+        assert timings["old_last_ack_s"] <= GUARD_BOUND < timings["fenced_s"], timings
     assert timings["writes_back_s"] <= bound
     lab.wait_online(timeout=BACK_TIMEOUT, observer=others[0])
     timings["back_s"] = round(time.time() - at, 2)
@@ -204,7 +215,10 @@ def kill_corosync(lab, node: str) -> None:
 
 
 def test_kill_9_of_corosync_on_the_primarys_node(fenced_cluster, record_property) -> None:
-    timings = fault_and_check(fenced_cluster, "kill_corosync", lambda node: kill_corosync(fenced_cluster, node))
+    """Its Pacemaker goes with corosync: pha guard shuts the primary down (grace 5 s) before
+    the others, after corosync's token and consensus (8 s), can fence the node."""
+    timings = fault_and_check(fenced_cluster, "kill_corosync", lambda node: kill_corosync(fenced_cluster, node),
+                              guarded=True)
     for name, value in timings.items():
         record_property(f"corosync_kill_{name}", value)
 

@@ -1,0 +1,98 @@
+"""The faults of the primary's node that need fencing, for bench/failover.py.
+
+Each runs on a lab brought up with its BMCs (`Lab.up(fence=True)`) and the stock
+`fence_ipmilan` devices of pha.fencing (the same for both agents), and returns the
+moment of the fault; `result.fenced_after` is when the primary's node lost power
+(its BMC killed its PID 1), seen from the host every 50 ms:
+
+- corosync-kill: `kill -9` of corosync on the primary's node;
+- pacemaker-kill: `kill -9` of every Pacemaker daemon there;
+- cut-fenced: the node unplugged from the lab switch (its BMC stays reachable);
+  plugged back once its BMC powered it on again;
+- sigstop: SIGSTOP of every PostgreSQL process of the primary (a hung server),
+  SIGCONT once writes resumed (no fencing expected: the stop ends it with SIGKILL).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+from pha import fencing
+from pha.lab import Lab, fence
+from pha.lab.procs import start_time
+
+import pgsql_cluster as pc
+
+PACEMAKER_DAEMONS = ("pacemakerd", "pacemaker-based", "pacemaker-fenced", "pacemaker-execd", "pacemaker-attrd",
+                     "pacemaker-schedulerd", "pacemaker-controld")
+POWER_WATCH_SECONDS = 120.0
+POWER_ON_TIMEOUT = 90.0
+
+
+def add_fence_devices(lab: Lab) -> None:
+    """pha.fencing's fence_ipmilan devices and levels for the lab's BMCs, from node1."""
+    run = pc.node_runner(lab, lab.nodes[0])
+    for argv in fencing.device_commands(fence.devices(lab.nodes)):
+        done = run(argv, 60)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[:4])}: {done.stderr.strip() or done.stdout.strip()}")
+
+
+def watch_power(lab: Lab, node: str, result: Any, fault_at: Callable[[], float]) -> threading.Thread:
+    """Set result.fenced_after when `node`'s PID 1 dies (its BMC cut the power)."""
+    record = dict(lab.info["nodes"][node])
+
+    def watch() -> None:
+        deadline = time.monotonic() + POWER_WATCH_SECONDS
+        while time.monotonic() < deadline:
+            if start_time(record["pid"]) != record["pid_start"]:
+                result.fenced_after = round(time.time() - fault_at(), 2)
+                return
+            time.sleep(0.05)
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def _strike(lab: Lab, writer: Any, result: Any, inflict: Callable[[str], None],
+            wait_resumed: Callable[[Any, Any, float], None]) -> float:
+    old = result.old_primary
+    moment: dict[str, float] = {}
+    watch_power(lab, old, result, lambda: moment["at"])
+    moment["at"] = writer.mark()
+    inflict(old)
+    wait_resumed(writer, result, moment["at"])
+    return moment["at"]
+
+
+def corosync_kill(lab: Lab, writer: Any, result: Any, wait_resumed: Callable) -> float:
+    def inflict(node: str) -> None:
+        lab.exec(node, ["kill", "-9", lab.exec(node, ["pidof", "corosync"]).stdout.split()[0]])
+    return _strike(lab, writer, result, inflict, wait_resumed)
+
+
+def pacemaker_kill(lab: Lab, writer: Any, result: Any, wait_resumed: Callable) -> float:
+    def inflict(node: str) -> None:
+        lab.exec(node, ["kill", "-9", *lab.exec(node, ["pidof", *PACEMAKER_DAEMONS]).stdout.split()])
+    return _strike(lab, writer, result, inflict, wait_resumed)
+
+
+def cut_fenced(lab: Lab, writer: Any, result: Any, wait_resumed: Callable) -> float:
+    at = _strike(lab, writer, result, lab.cut, wait_resumed)
+    old = result.old_primary
+    pc.wait_for(f"{old} powered on by its BMC", lambda: fence.power_status(lab, old), timeout=POWER_ON_TIMEOUT)
+    lab.heal(old)
+    return at
+
+
+def sigstop(lab: Lab, writer: Any, result: Any, wait_resumed: Callable) -> float:
+    def inflict(node: str) -> None:
+        lab.exec(node, ["pkill", "-STOP", "-u", "postgres"])
+    at = _strike(lab, writer, result, inflict, wait_resumed)
+    lab.exec(result.old_primary, ["pkill", "-CONT", "-u", "postgres"], check=False)
+    return at
+
+
+ACTIONS = {"corosync-kill": corosync_kill, "pacemaker-kill": pacemaker_kill, "cut-fenced": cut_fenced,
+           "sigstop": sigstop}
