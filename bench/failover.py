@@ -423,8 +423,6 @@ def one_run(bench: Bench, agent: str, scenario: str, run: int) -> RunResult:
     try:
         fenced = scenario in FENCED
         result.lab_up = round(max(lab.up(nodes=3, pg=True, force=True, fence=fenced).values()), 2)
-        if fenced:
-            faults.add_fence_devices(lab)
         timings = pc.create_pgsql_cluster(lab, rep_mode=SCENARIOS[scenario], agent=AGENTS[agent],
                                           fencing=fenced)
         result.pcs, result.bringup = timings.pop("pcs"), timings.pop("healthy")

@@ -1,7 +1,7 @@
 """The faults of the primary's node that need fencing, for bench/failover.py.
 
-Each runs on a lab brought up with its BMCs (`Lab.up(fence=True)`) and the stock
-`fence_ipmilan` devices of pha.fencing (the same for both agents), and returns the
+Each runs on a lab brought up with its BMCs and their `fence_ipmilan` devices
+(`Lab.up(fence=True)`, the same for both agents), and returns the
 moment of the fault; `result.fenced_after` is when the primary's node lost power
 (its BMC killed its PID 1), seen from the host every 50 ms:
 
@@ -18,7 +18,6 @@ import threading
 import time
 from typing import Any, Callable
 
-from pha import fencing
 from pha.lab import Lab, fence
 from pha.lab.procs import start_time
 
@@ -28,15 +27,6 @@ PACEMAKER_DAEMONS = ("pacemakerd", "pacemaker-based", "pacemaker-fenced", "pacem
                      "pacemaker-schedulerd", "pacemaker-controld")
 POWER_WATCH_SECONDS = 120.0
 POWER_ON_TIMEOUT = 90.0
-
-
-def add_fence_devices(lab: Lab) -> None:
-    """pha.fencing's fence_ipmilan devices and levels for the lab's BMCs, from node1."""
-    run = pc.node_runner(lab, lab.nodes[0])
-    for argv in fencing.device_commands(fence.devices(lab.nodes)):
-        done = run(argv, 60)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv[:4])}: {done.stderr.strip() or done.stdout.strip()}")
 
 
 def watch_power(lab: Lab, node: str, result: Any, fault_at: Callable[[], float]) -> threading.Thread:
