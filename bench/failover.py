@@ -44,13 +44,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import subprocess
 import sys
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -62,6 +61,7 @@ from pha.lab import Lab, LabError, config  # noqa: E402
 from pha.lab.core import LabCommandError  # noqa: E402
 
 import faults  # noqa: E402
+import report  # noqa: E402
 import pgsql_cluster as pc  # noqa: E402
 from writer import Writer  # noqa: E402
 
@@ -79,22 +79,6 @@ MONITOR_SAMPLES = 20
 REFUSED_SECONDS = 10.0
 TIMELINE_STEP = 0.5
 SETTLE_SECONDS = 5.0
-
-# The issue's anchors (stock pgsql / PAF 2.3 / pha goal), for the report.
-ANCHORS = {
-    "bring-up": ("20 s", "3.6 s", "≤ 3 s"),
-    "kill9-async": ("23 s", "15 s", "≤ 3 s"),
-    "kill9-sync": ("3.9 s", "—", "≤ 3 s"),
-    "cut": ("24 s", "10 s", "≤ 9 s"),
-    "switchover": ("old primary stays down; 18 s", "2.9 s", "≤ 2 s"),
-    "switchover-async": ("impossible (--move --promoted does nothing)", "2.9 s", "≤ 2 s"),
-    "corosync-kill": ("—", "—", "≤ 15 s (issue 10: 63-72 s)"),
-    "pacemaker-kill": ("—", "—", "≤ 15 s (issue 10: 66 s)"),
-    "cut-fenced": ("—", "—", "≤ 12 s with fencing (issue 10)"),
-    "sigstop": ("—", "—", "≤ 20 s (issue 10: 42 s)"),
-    "monitor-primary": ("452 ms", "287 ms", "≤ 100 ms"),
-    "monitor-standby": ("126 ms", "175 ms", "≤ 100 ms"),
-}
 
 # Runs inside a node: grab the environment Pacemaker gave a recurring monitor
 # of the agent in `role`, then time `samples` monitor actions run with it.
@@ -178,6 +162,7 @@ class RunResult:
     writers: str = ""
     healthy_after: Optional[float] = None
     fenced_after: Optional[float] = None
+    new_primary_after: Optional[float] = None   # the fault -> the first write the new primary acknowledged
     old_primary: str = ""
     new_primary: str = ""
     old_primary_outcome: str = ""
@@ -194,6 +179,8 @@ class Bench:
     isolation: float
     switch_timeout: float
     output: Path
+    token_ms: int = config.DEFAULT_TOKEN_MS
+    pg_version: str = ""                  # the lab's, seen at the first run
     results: list[RunResult] = field(default_factory=list)
     monitor: dict[str, dict[str, dict]] = field(default_factory=dict)
     started: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M"))
@@ -422,7 +409,9 @@ def one_run(bench: Bench, agent: str, scenario: str, run: int) -> RunResult:
     timeline: Optional[Timeline] = None
     try:
         fenced = scenario in FENCED
-        result.lab_up = round(max(lab.up(nodes=3, pg=True, force=True, fence=fenced).values()), 2)
+        result.lab_up = round(max(lab.up(nodes=3, pg=True, force=True, fence=fenced,
+                                         token_ms=bench.token_ms).values()), 2)
+        bench.pg_version = lab.pg_version
         timings = pc.create_pgsql_cluster(lab, rep_mode=SCENARIOS[scenario], agent=AGENTS[agent],
                                           fencing=fenced)
         result.pcs, result.bringup = timings.pop("pcs"), timings.pop("healthy")
@@ -462,6 +451,8 @@ def one_run(bench: Bench, agent: str, scenario: str, run: int) -> RunResult:
         result.acknowledged, result.lost = checked.acknowledged, len(checked.lost)
         result.unconfirmed, result.interleaved = len(checked.unconfirmed), checked.interleaved
         result.writers = " -> ".join(checked.node_runs)
+        first = next((a.t for a in writer.acks() if a.node == result.new_primary and a.t > fault_at), None)
+        result.new_primary_after = None if first is None else round(first - fault_at, 2)
         if checked.lost:
             result.notes.append(f"lost ids {checked.lost[:20]}")
     except Exception as exc:  # one broken run must not end the bench
@@ -478,110 +469,6 @@ def one_run(bench: Bench, agent: str, scenario: str, run: int) -> RunResult:
         except Exception as exc:
             result.notes.append(f"lab down failed: {exc}")
     return result
-
-
-# --- report ----------------------------------------------------------------------------
-def _seconds(values: list[Optional[float]], never: str = "never") -> str:
-    """"median s (max s)" of the measured values, plus how many runs never got there."""
-    done = [v for v in values if v is not None]
-    text = f"{statistics.median(done):.1f} s (max {max(done):.1f})" if done else "—"
-    missing = len(values) - len(done)
-    return text + (f", {missing}/{len(values)} {never}" if missing and values else "")
-
-
-def _cell(runs: list[RunResult], attribute: str, never: str = "never") -> str:
-    """A scenario's measure over the runs where the primary changed; the others are counted."""
-    moved = [r for r in runs if not r.error and r.new_primary and r.new_primary != r.old_primary]
-    text = _seconds([getattr(r, attribute) for r in moved], never)
-    failed = sum(1 for r in runs if r.error)
-    stayed = sum(1 for r in runs if not r.error and r.new_primary == r.old_primary)
-    extra = ([f"primary unchanged in {stayed}/{len(runs)}"] if stayed else []) + \
-        ([f"{failed}/{len(runs)} runs failed"] if failed else [])
-    return ", ".join([text, *extra]) if moved or not extra else ", ".join(extra)
-
-
-def render(bench: Bench, agents: list[str], scenarios: list[str]) -> str:
-    by = {(a, s): [r for r in bench.results if r.agent == a and r.scenario == s]
-          for a in agents for s in scenarios}
-    failed = [r for r in bench.results if r.error]
-    stock, pha = cluster.AGENT_DEFAULTS[cluster.STOCK_AGENT], cluster.AGENT_DEFAULTS[cluster.PHA_AGENT]
-    defaults = {f.name: f.default for f in fields(cluster.ClusterSpec)}
-    lines = [
-        f"# Failover: {' against '.join(AGENTS[a] for a in agents)} ({bench.started}, "
-        f"up to {bench.runs} runs per agent and scenario, pha at {bench.revision})", "",
-        "Every run starts from a fresh 3-node namespace lab (corosync token 3000 ms, PostgreSQL 15), "
-        "built with `pha.cluster` and a writer inserting every 100 ms through the writer VIP from the "
-        "client namespace. Monitor intervals Promoted / Unpromoted: stock "
-        f"{stock['promoted_monitor']} s / {stock['unpromoted_monitor']} s (its wiki configuration), pha "
-        f"{pha['promoted_monitor']} s / {pha['unpromoted_monitor']} s; migration-threshold "
-        f"{defaults['migration_threshold']}, failure-timeout {defaults['failure_timeout']} s, no fencing "
-        f"but in {', '.join(sorted(FENCED))} (fence_ipmilan against the lab's BMCs, reboot), "
-        "no-quorum-policy=stop; notify=true for the stock agent only (pha's needs none). The fault "
-        f"comes {STEADY_SECONDS:g} s plus a random 0-{FAULT_JITTER_SECONDS:g} s after the writer starts, "
-        "anywhere in the monitor cycles.", "",
-        "Write unavailability: the longest gap between two acknowledged inserts that ends after the fault "
-        "(for a kill or a cut, the last acknowledged insert before it to the first after it). "
-        "Healthy again: from the fault until 1 Promoted, every other node Unpromoted and streaming "
-        f"(one STREAMING|SYNC in sync mode) and the VIPs up, within {bench.healthy_timeout:.0f} s "
-        "of the end of the scenario. Lost: acknowledged inserts missing on the final primary.", "",
-        "## Summary (median, max in parentheses)", "",
-        "| scenario | " + " | ".join(f"{AGENTS[a]}" for a in agents) + " | anchor: stock / PAF 2.3 / pha goal |",
-        "|---|" + "---|" * len(agents) + "---|",
-    ]
-    every = {a: [r for r in bench.results if r.agent == a and r.bringup is not None] for a in agents}
-    lines.append("| resource created → 1 promoted + 2 streaming + VIPs | "
-                 + " | ".join(_seconds([r.bringup for r in every[a]]) for a in agents)
-                 + " | " + " / ".join(ANCHORS["bring-up"]) + " |")
-    for s in scenarios:
-        lines.append(f"| {s}: write unavailability | "
-                     + " | ".join(_cell(by[a, s], "unavailability", "no write after") for a in agents)
-                     + " | " + " / ".join(ANCHORS[s]) + " |")
-        if s in FENCED:
-            lines.append(f"| {s}: primary's node powered off by its BMC | "
-                         + " | ".join(_cell(by[a, s], "fenced_after", "not fenced") for a in agents) + " | |")
-        lines.append(f"| {s}: healthy again | "
-                     + " | ".join(_cell(by[a, s], "healthy_after") for a in agents) + " | |")
-        lines.append(f"| {s}: lost acknowledged inserts | "
-                     + " | ".join(_lost(by[a, s]) for a in agents) + " | 0 in sync mode |")
-    for role in ("Promoted", "Unpromoted"):
-        cells = []
-        for a in agents:
-            m = bench.monitor.get(a, {}).get(role)
-            cells.append(f"{m['wall_ms']:.0f} ms wall, {m['cpu_ms']:.0f} ms CPU (exit codes "
-                         f"{', '.join(map(str, m['codes']))})" if m else "—")
-        where = "primary" if role == "Promoted" else "standby"
-        lines.append(f"| monitor action on the {where}, median | " + " | ".join(cells)
-                     + " | " + " / ".join(ANCHORS[f"monitor-{where}"]) + " (wall) |")
-    lines += ["", "## Runs", "",
-              "| agent | scenario | run | lab up s | pcs s | bring-up s (promoted / writer VIP / streaming) | "
-              "unavailable s | acked | lost | writers | healthy after s | old primary → new | "
-              "old primary ended | notes |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in bench.results:
-        notes = " ".join("; ".join(r.notes + ([f"timeline: {r.timeline}"] if r.timeline else [])
-                                   + ([f"ERROR {r.error}"] if r.error else [])).split()).replace("|", "/")
-        lines.append(f"| {r.agent} | {r.scenario} | {r.run} | {_n(r.lab_up)} | {_n(r.pcs)} | {_n(r.bringup)} ({_steps(r.milestones)}) | "
-                     f"{_n(r.unavailability)} | {_n(r.acknowledged)} | {_n(r.lost)} | {r.writers}"
-                     f"{' INTERLEAVED' if r.interleaved else ''} | {_n(r.healthy_after)} | "
-                     f"{r.old_primary} → {r.new_primary or '?'} | {r.old_primary_outcome.replace('|', '/')} | {notes} |")
-    if failed:
-        lines += ["", f"{len(failed)} run(s) failed; their rows above say why."]
-    lines += ["", "Reproduce: `PHA_LAB_INSTANCE=N .venv/bin/python bench/failover.py --runs 5` (root; "
-              "one fresh lab per run)."]
-    return "\n".join(lines) + "\n"
-
-
-def _lost(results: list[RunResult]) -> str:
-    counted = [r.lost for r in results if r.lost is not None]
-    return f"{sum(counted)} ({len(counted)} runs)" if counted else "—"
-
-
-def _steps(milestones: dict[str, float]) -> str:
-    return " / ".join(_n(milestones.get(name)) for name in ("promoted", "writer_vip", "streaming"))
-
-
-def _n(value: object) -> str:
-    return "—" if value is None else str(value)
 
 
 def pha_agent_missing() -> Optional[str]:
@@ -605,6 +492,8 @@ def main() -> int:
     parser.add_argument("--isolation", type=float, default=60.0,
                         help="cut: longest wait for the isolated node to stop before healing it")
     parser.add_argument("--switch-timeout", type=float, default=30.0)
+    parser.add_argument("--token", type=int, default=config.DEFAULT_TOKEN_MS,
+                        help="corosync token timeout of the lab (ms)")
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "failover.md")
     opts = parser.parse_args()
     agents = [a for a in opts.agents.split(",") if a]
@@ -615,7 +504,8 @@ def main() -> int:
     if "pha" in agents and (why := pha_agent_missing()):
         log(f"skipping pha: {why}")
         agents.remove("pha")
-    bench = Bench(opts.runs, opts.healthy_timeout, opts.isolation, opts.switch_timeout, opts.output)
+    bench = Bench(opts.runs, opts.healthy_timeout, opts.isolation, opts.switch_timeout, opts.output,
+                  token_ms=opts.token)
     for scenario in scenarios:
         for run in range(1, opts.runs + 1):
             for agent in agents:
@@ -624,8 +514,8 @@ def main() -> int:
                 bench.results.append(result)
                 log(json.dumps(asdict(result)))
                 opts.output.parent.mkdir(parents=True, exist_ok=True)
-                opts.output.write_text(render(bench, agents, scenarios))
-    print(render(bench, agents, scenarios))
+                opts.output.write_text(report.render(bench, agents, scenarios, AGENTS, FENCED, (STEADY_SECONDS, FAULT_JITTER_SECONDS)))
+    print(report.render(bench, agents, scenarios, AGENTS, FENCED, (STEADY_SECONDS, FAULT_JITTER_SECONDS)))
     return 0 if not any(r.error for r in bench.results) else 1
 
 

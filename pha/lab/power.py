@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pha.lab import config
 from pha.lab.core import Lab
-from pha.lab.fence import BMC_DIR, BOOT_DELAY, KILL_TIMEOUT, READY_FILE, locked
+from pha.lab.fence import BMC_DIR, BOOT_DELAY, KILL_TIMEOUT, READY_FILE, FenceError, locked
 from pha.lab.procs import start_time
 
 

@@ -55,4 +55,4 @@ def test_the_bmc_is_reachable_only_inside_the_lab(lab) -> None:
     assert outside.returncode != 0     # the host's blackhole route: no lab address from outside
     password = (lab.state_dir / fence.BMC_DIR / "password").read_text().strip()
     cib = lab.exec("node1", ["cibadmin", "--query"]).stdout
-    assert password not in cib and f"password_script" in cib
+    assert password not in cib and "password_script" in cib
