@@ -2,7 +2,7 @@
 fence_ipmilan) and `pha setup templates/lab.ini` (sync mode), a writer through the writer VIP, and
 a sampler inside every node reading pg_is_in_recovery() and the writer VIP every 200 ms.
 
-Faults: kill -9 of corosync, kill -9 of the pacemaker daemons, a cut of the node. Without fencing
+Faults: kill -9 of the postmaster, of corosync, of the pacemaker daemons, a cut of the node. Without fencing
 each gave two writable primaries behind the VIP for seconds. With it: 0 acknowledged inserts
 lost, never two nodes writable at once nor the writer VIP on two nodes, writes back within
 WRITES_BACK_BOUND, and the fenced node boots and rejoins (or is refused by the fork guard,
@@ -22,13 +22,14 @@ import time
 from pathlib import Path
 import pytest
 
-from pha.lab import fence
+from pha.lab import config, fence
 from pgsql_cluster import CLONE, DATA_STATUS, primary_of, rejoined_or_refused, status, wait_for, wait_healthy
 from writer import Writer
 
 pytestmark = pytest.mark.lab
 LAB_INI = Path(__file__).resolve().parents[2] / "templates" / "lab.ini"
 SAMPLE_EVERY = 0.2
+PGDATA = config.PGDATA
 WRITES_BACK_BOUND = 30.0   # the goals (bench medians): 15 s after corosync/pacemaker death, 12 s after a cut
 HUNG_BOUND = 30.0          # the goal: 20 s
 SYNC_CUT_BOUND = 30.0      # wal_timeout (5 s) to see the standby gone, a monitor, a reload
@@ -207,6 +208,17 @@ def fault_and_check(lab, fault: str, inflict, heal=None, fenced: bool = True, gu
     outcome = rejoined_or_refused(lab, old, others)
     print(f"{old} after fencing: online again {timings['back_s']}s after the fault, {outcome}")
     return timings
+
+
+def test_kill_9_of_the_primarys_postmaster(fenced_cluster, record_property) -> None:
+    """PostgreSQL crashes; its node and cluster are fine: the sync standby is promoted, no fencing."""
+    lab = fenced_cluster
+
+    def kill_postmaster(node: str) -> None:
+        lab.exec(node, ["kill", "-9", lab.exec(node, ["head", "-1", f"{PGDATA}/postmaster.pid"]).stdout.strip()])
+    timings = fault_and_check(lab, "kill_postmaster", kill_postmaster, fenced=False)
+    for name, value in timings.items():
+        record_property(f"postmaster_kill_{name}", value)
 
 
 def kill_corosync(lab, node: str) -> None:

@@ -193,3 +193,40 @@ def test_a_failed_stop_is_said_and_retried(fakes: Fakes) -> None:
     fakes.stop_error = None
     g.check()
     assert fakes.stopped == [RECORD]
+
+
+def test_ask_stack_turns_every_failure_into_no_answer() -> None:
+    from pha import crm
+    from pha.commands.guard import ask_stack
+
+    def answering(out: str, code: int = 0):
+        return crm.Crm(run=lambda argv, timeout: crm.CommandResult(code, out, ""))
+
+    def raising(exc: Exception):
+        def run(argv, timeout):
+            raise exc
+        return crm.Crm(run=run)
+    assert ask_stack(answering("1\n"), 2) == Stack(True)
+    assert ask_stack(answering("0\n", crm.EXIT_NO_QUORUM), 2) == Stack(False)
+    for cli in (answering("", 102), answering("garbage"), raising(TimeoutError("timed out")),
+                raising(FileNotFoundError(2, "No such file or directory"))):
+        stack = ask_stack(cli, 2)
+        assert stack.quorate is None and "crm_node" in stack.why
+
+
+def test_stop_primary_shuts_the_recorded_instance_down_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pha.commands import guard as command
+    calls = []
+    monkeypatch.setattr(command.Instance, "stop", lambda self, escalate, immediate=False:
+                        calls.append((self.pgdata, self.port, self.user, escalate, immediate)))
+    command.stop_primary(RECORD)
+    assert calls == [(RECORD.pgdata, 5432, "postgres", 0.0, True)]
+
+
+def test_the_guard_command_is_registered() -> None:
+    from click.testing import CliRunner
+    from pha.commands.registry import COMMANDS
+    from pha.commands.guard import guard_cmd
+    assert COMMANDS["guard"][0] == "pha.commands.guard:guard_cmd"
+    result = CliRunner().invoke(guard_cmd, ["--grace", "0"])
+    assert result.exit_code == 2 and "--grace" in result.output
