@@ -330,7 +330,7 @@ def switchover(lab: Lab, bench: Bench, writer: Writer, result: RunResult) -> flo
 SCENARIO_ACTIONS: dict[str, Callable[[Lab, Bench, Writer, RunResult], float]] = {
     "kill9-async": kill9, "kill9-sync": kill9, "cut": cut, "switchover": switchover,
     "switchover-async": switchover,
-    **{name: (lambda lab, bench, writer, result, act=act: act(lab, writer, result, wait_resumed))
+    **{name: (lambda lab, bench, writer, result, act=act: act(lab, writer, result))
        for name, act in faults.ACTIONS.items()}}
 
 
@@ -441,9 +441,6 @@ def one_run(bench: Bench, agent: str, scenario: str, run: int) -> RunResult:
         result.timeline = timeline.render(fault_at)
         result.new_primary = pc.wait_for("one primary", lambda: pc.primary_of(lab, observers), 30)[0]
         result.old_primary_outcome = node_outcome(lab, result.old_primary, observers)
-        if scenario in FENCED:
-            result.notes.append("not powered off" if result.fenced_after is None
-                                else f"powered off by its BMC {result.fenced_after}s after the fault")
         writer.stop()
         checked = pc.wait_for(f"the writer's rows on {result.new_primary}",
                               lambda: writer.check(result.new_primary), 30)[0]

@@ -26,6 +26,8 @@ import pgsql_cluster as pc
 PACEMAKER_DAEMONS = ("pacemakerd", "pacemaker-based", "pacemaker-fenced", "pacemaker-execd", "pacemaker-attrd",
                      "pacemaker-schedulerd", "pacemaker-controld")
 POWER_WATCH_SECONDS = 120.0
+RESUME_TIMEOUT = 90.0
+FENCE_SETTLE = 5.0       # after writes resumed elsewhere, how long to wait for a power-off still to come
 POWER_ON_TIMEOUT = 90.0
 
 
@@ -45,41 +47,50 @@ def watch_power(lab: Lab, node: str, result: Any, fault_at: Callable[[], float])
     return thread
 
 
-def _strike(lab: Lab, writer: Any, result: Any, inflict: Callable[[str], None],
-            wait_resumed: Callable[[Any, Any, float], None]) -> float:
+def _strike(lab: Lab, writer: Any, result: Any, inflict: Callable[[str], None]) -> float:
+    """Inflict the fault on the primary's node; return once another node took a write (the old
+    primary may go on acknowledging until it is stopped or fenced) and its power is settled."""
     old = result.old_primary
     moment: dict[str, float] = {}
-    watch_power(lab, old, result, lambda: moment["at"])
+    watcher = watch_power(lab, old, result, lambda: moment["at"])
     moment["at"] = writer.mark()
     inflict(old)
-    wait_resumed(writer, result, moment["at"])
+    deadline = time.monotonic() + RESUME_TIMEOUT
+    while not any(a.node != old and a.t > moment["at"] for a in writer.acks()):
+        if time.monotonic() > deadline:
+            result.notes.append(f"no write acknowledged by another node within {RESUME_TIMEOUT:.0f}s")
+            break
+        time.sleep(0.1)
+    watcher.join(timeout=FENCE_SETTLE)
+    result.notes.append("not powered off" if result.fenced_after is None
+                        else f"powered off by its BMC {result.fenced_after}s after the fault")
     return moment["at"]
 
 
-def corosync_kill(lab: Lab, writer: Any, result: Any, wait_resumed: Callable) -> float:
+def corosync_kill(lab: Lab, writer: Any, result: Any) -> float:
     def inflict(node: str) -> None:
         lab.exec(node, ["kill", "-9", lab.exec(node, ["pidof", "corosync"]).stdout.split()[0]])
-    return _strike(lab, writer, result, inflict, wait_resumed)
+    return _strike(lab, writer, result, inflict)
 
 
-def pacemaker_kill(lab: Lab, writer: Any, result: Any, wait_resumed: Callable) -> float:
+def pacemaker_kill(lab: Lab, writer: Any, result: Any) -> float:
     def inflict(node: str) -> None:
         lab.exec(node, ["kill", "-9", *lab.exec(node, ["pidof", *PACEMAKER_DAEMONS]).stdout.split()])
-    return _strike(lab, writer, result, inflict, wait_resumed)
+    return _strike(lab, writer, result, inflict)
 
 
-def cut_fenced(lab: Lab, writer: Any, result: Any, wait_resumed: Callable) -> float:
-    at = _strike(lab, writer, result, lab.cut, wait_resumed)
+def cut_fenced(lab: Lab, writer: Any, result: Any) -> float:
+    at = _strike(lab, writer, result, lab.cut)
     old = result.old_primary
     pc.wait_for(f"{old} powered on by its BMC", lambda: fence.power_status(lab, old), timeout=POWER_ON_TIMEOUT)
     lab.heal(old)
     return at
 
 
-def sigstop(lab: Lab, writer: Any, result: Any, wait_resumed: Callable) -> float:
+def sigstop(lab: Lab, writer: Any, result: Any) -> float:
     def inflict(node: str) -> None:
         lab.exec(node, ["pkill", "-STOP", "-u", "postgres"])
-    at = _strike(lab, writer, result, inflict, wait_resumed)
+    at = _strike(lab, writer, result, inflict)
     lab.exec(result.old_primary, ["pkill", "-CONT", "-u", "postgres"], check=False)
     return at
 
