@@ -14,6 +14,9 @@ from pha.pgsql.context import Ctx, State
 from pha.pgsql.forkguard import guard
 
 PROBE_TIMEOUT = 0.3      # seconds a standby that does not stream waits for master_ip to accept
+# pg_stat_wal_receiver's status while a receiver connects: no row yet ("stopped" here), or starting;
+# "waiting" is a connected receiver at a timeline switch: left alone.
+CONNECTING = ("stopped", "starting")
 
 
 def monitor_standby(ctx: Ctx, conn: Any, state: State) -> int:
@@ -40,7 +43,7 @@ def monitor_standby(ctx: Ctx, conn: Any, state: State) -> int:
         state.rounds = 0
     else:  # a forked standby cannot stream: this is where the guard catches it running
         guard(ctx, ctx.repl_info(), timeline, lsn)
-        if primary_answers(ctx):
+        if status in CONNECTING and primary_answers(ctx):
             restart_receiver(ctx, conn, why="not streaming while the primary behind master_ip answers")
         elect_if_leaderless(ctx, state, timeline, lsn)
     ctx.save(state)

@@ -278,8 +278,13 @@ def test_a_receiver_still_connecting_restarts_once_the_primary_answers(standby: 
         capsys.readouterr().err
 
 
-def test_a_streaming_standby_never_probes_the_primary(standby: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("status", ["streaming", "waiting"])
+def test_a_connected_receiver_is_never_restarted(standby: Node, cluster: FakeCluster,
+                                                monkeypatch: pytest.MonkeyPatch, status: str) -> None:
+    """Streaming, or waiting for the startup process at a timeline switch."""
+    cluster.attrs["node2"][names.ATTR_STATUS] = decide.PRI
     monkeypatch.setattr(rewind, "reachable", lambda *a, **kw: pytest.fail("probed"))
+    standby.pg.receiver = status
     standby.pg.receiver_pid = 1
     assert standby.run("monitor") == ocf.SUCCESS
 
