@@ -48,11 +48,13 @@ class Guard:
                  directory: str = guard.GUARD_DIR, stack: Optional[Callable[[], Stack]] = None,
                  cib: Callable[[], Optional[str]] = read_cib, stop: Callable[[Record], None] = stop_primary,
                  say: Callable[[str], None] = lambda line: print(f"{time.strftime('%H:%M:%S')} {line}",
-                                                                 flush=True)) -> None:
+                                                                 flush=True),
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.interval, self.grace, self.directory = interval, grace, directory
         self.stack = stack or (lambda: ask_stack(crm.Crm(), timeout=max(1.0, 2 * interval)))
-        self.cib, self.stop, self.say = cib, stop, say
+        self.cib, self.stop, self.say, self.clock = cib, stop, say, clock
         self.unheard = 0.0
+        self.checked: Optional[float] = None      # when the last question was answered
         self.held_back: Optional[str] = None      # the maintenance reason last reported
 
     def check(self) -> None:
@@ -60,13 +62,16 @@ class Guard:
         for problem in problems:
             self.say(f"cannot read a primary's record: {problem}")
         if not records:
-            self.unheard = 0.0
+            self.unheard, self.checked = 0.0, None
             return
         stack = self.stack()
+        now = self.clock()
+        elapsed = self.interval if self.checked is None else now - self.checked
+        self.checked = now
         cib_text = None if stack.quorate else self.cib()
         facts = {} if stack.quorate else {r.resource: guard.cib_facts(cib_text, r.resource, r.node) for r in records}
         policy = facts[records[0].resource].no_quorum_policy if facts else "stop"
-        unheard = guard.unheard_after(self.unheard, stack, policy, self.interval)
+        unheard = guard.unheard_after(self.unheard, stack, policy, elapsed)
         if unheard and not self.unheard:
             self.say("the cluster does not answer for this node's primary: "
                      + (stack.why or "its partition has no quorum") + f"; stopping it after {self.grace:g}s")
@@ -83,7 +88,7 @@ class Guard:
                     self.say(f"leaving {record.resource} ({record.pgdata}) running: {maintenance}")
                     self.held_back = maintenance
                 continue
-            self.say(f"no cluster for {self.unheard:g}s: shutting down the primary {record.resource} "
+            self.say(f"no cluster for {self.unheard:.1f}s: shutting down the primary {record.resource} "
                      f"({record.pgdata}) so that it accepts no more commits")
             try:
                 self.stop(record)

@@ -7,9 +7,10 @@ stops PostgreSQL: until fencing powers the node off, it keeps acknowledging
 commits (its sync standby still streams from it). `pha guard`
 (pha.commands.guard) watches for that on every node: while this node runs a
 primary, it asks Pacemaker each `interval` whether this node's partition is
-quorate (`crm_node -q`); when it has not heard "yes" for `grace` seconds, it
-shuts PostgreSQL down at once (immediate, then SIGKILL). Bound: grace plus one
-interval after the stack stops answering (5 + 1 s by default).
+quorate (`crm_node -q`, 2 s at most); when it has not heard "yes" for `grace`
+seconds of wall-clock time, it shuts PostgreSQL down at once (immediate, then
+SIGKILL). Bound: grace plus one check after the stack stops answering (5 + 1 s by
+default, 5 + 2 s when crm_node hangs rather than fails).
 
 It never acts in maintenance: cluster maintenance-mode, the node's maintenance
 attribute, or the resource unmanaged or in maintenance, as the node's last copy
@@ -103,13 +104,14 @@ class Stack(NamedTuple):
     why: str = ""
 
 
-def unheard_after(unheard: float, stack: Stack, no_quorum_policy: str, interval: float) -> float:
+def unheard_after(unheard: float, stack: Stack, no_quorum_policy: str, elapsed: float) -> float:
     """Seconds this node has been without a cluster that manages its primary, after one
-    more check: back to 0 when the stack answers quorate (or without quorum, under a
-    policy that keeps resources running), else one interval more."""
+    more check `elapsed` seconds after the last (a hung crm_node makes that longer than the
+    interval): back to 0 when the stack answers quorate (or without quorum, under a policy
+    that keeps resources running), else `elapsed` more."""
     if stack.quorate or (stack.quorate is False and no_quorum_policy in LEAVES_RUNNING):
         return 0.0
-    return unheard + interval
+    return unheard + elapsed
 
 
 def must_stop(unheard: float, grace: float, maintenance: Optional[str]) -> bool:

@@ -110,10 +110,15 @@ class Fakes:
         self.stopped: list[Record] = []
         self.stop_error: Optional[Exception] = None
         self.said: list[str] = []
+        self.now, self.step = 100.0, 1.0          # each question takes `step` seconds
 
     def guard(self, grace: float = 3.0) -> Guard:
         return Guard(interval=1.0, grace=grace, directory=str(self.directory), stack=self.stack,
-                     cib=lambda: self.cib, stop=self.stop, say=self.said.append)
+                     cib=lambda: self.cib, stop=self.stop, say=self.said.append, clock=self.clock)
+
+    def clock(self) -> float:
+        self.now += self.step
+        return self.now
 
     def stack(self) -> Stack:
         self.asked += 1
@@ -150,6 +155,18 @@ def test_a_primary_without_its_cluster_is_stopped_after_the_grace(fakes: Fakes) 
     g.check()                                      # nothing left to guard: nothing asked
     assert fakes.stopped == [RECORD] and fakes.asked == 4
     assert "connection refused" in fakes.said[0] and "shutting down the primary pgsql" in fakes.said[1]
+
+
+def test_a_hung_crm_node_counts_in_wall_clock_time(fakes: Fakes) -> None:
+    """crm_node timing out after 2 s at each check: the grace is still 3 s, not 3 checks."""
+    guard.write_record(RECORD, str(fakes.directory))
+    g = fakes.guard(grace=3.0)
+    fakes.step = 2.0
+    fakes.answers = [Stack(None, "crm_node: timed out after 2s")] * 3
+    g.check()
+    assert fakes.stopped == [] and g.unheard == 1.0       # the first check counts one interval
+    g.check()
+    assert fakes.stopped == [RECORD]                      # 1 + 2 s: the third check never came
 
 
 def test_a_cluster_that_answers_again_resets_the_count(fakes: Fakes) -> None:
