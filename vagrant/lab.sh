@@ -66,6 +66,7 @@ prepare() {
   box=$("$HERE/box/build.sh" "$PHA_VAGRANT_CACHE" | tee /dev/stderr | tail -1)
   box_added "$box"
   [ -n "$(ls "$PHA_LAB_DIR"/wheelhouse/pha-*.whl 2>/dev/null)" ] || "$HERE/build-wheels.sh" "$PHA_LAB_DIR/wheelhouse"
+  install -m 0644 "$HERE/../templates/pha-guard.service" "$PHA_LAB_DIR/pha-guard.service"
   netns_up
 }
 

@@ -81,6 +81,10 @@ def test_vagrant_up_is_healthy(vagrant_lab: VagrantLab) -> None:
     assert len(readers) == 1 and READER_VIP in readers[0], shown
     crm = vagrant_lab.run("node1", "crm_mon", "--one-shot").stdout
     assert "Online: [ node1 node2 node3 ]" in crm, crm
+    for node in ("node1", "node2", "node3"):      # pha guard runs under systemd, as installed
+        active = vagrant_lab.run(node, "systemctl", "is-active", "pha-guard", check=False).stdout.strip()
+        assert active == "active", (node, active, vagrant_lab.run(
+            node, "journalctl", "-u", "pha-guard", "--no-pager", "-n", "20", check=False).stdout)
 
 
 def test_kill_9_of_the_primary_loses_no_acknowledged_insert(vagrant_lab: VagrantLab) -> None:

@@ -28,4 +28,8 @@ for command in $VENV/bin/pha $VENV/bin/cls_* $VENV/bin/get_active_slaves $VENV/b
   ln -sf "$command" /usr/local/sbin/
 done
 pha install-agents
+# pha guard (install guide, step 5): the unit as templates/ has it, enabled before Pacemaker has a primary
+install -m 0644 "$PHA_SHARED/pha-guard.service" /etc/systemd/system/pha-guard.service
+systemctl daemon-reload
+systemctl enable --now pha-guard
 echo "$(hostname): pha $($VENV/bin/python -c 'import pha; print(pha.__version__)') installed in $VENV"
