@@ -31,13 +31,15 @@ FENCE_SETTLE = 5.0       # after writes resumed elsewhere, how long to wait for 
 POWER_ON_TIMEOUT = 90.0
 
 
-def watch_power(lab: Lab, node: str, result: Any, fault_at: Callable[[], float]) -> threading.Thread:
-    """Set result.fenced_after when `node`'s PID 1 dies (its BMC cut the power)."""
+def watch_power(lab: Lab, node: str, result: Any, fault_at: Callable[[], float],
+                done: threading.Event) -> threading.Thread:
+    """Set result.fenced_after when `node`'s PID 1 dies (its BMC cut the power), until `done`
+    (the lab going down after the run is no fencing)."""
     record = dict(lab.info["nodes"][node])
 
     def watch() -> None:
         deadline = time.monotonic() + POWER_WATCH_SECONDS
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not done.is_set():
             if start_time(record["pid"]) != record["pid_start"]:
                 result.fenced_after = round(time.time() - fault_at(), 2)
                 return
@@ -52,7 +54,8 @@ def _strike(lab: Lab, writer: Any, result: Any, inflict: Callable[[str], None]) 
     primary may go on acknowledging until it is stopped or fenced) and its power is settled."""
     old = result.old_primary
     moment: dict[str, float] = {}
-    watcher = watch_power(lab, old, result, lambda: moment["at"])
+    done = threading.Event()
+    watcher = watch_power(lab, old, result, lambda: moment["at"], done)
     moment["at"] = writer.mark()
     inflict(old)
     deadline = time.monotonic() + RESUME_TIMEOUT
@@ -62,6 +65,7 @@ def _strike(lab: Lab, writer: Any, result: Any, inflict: Callable[[str], None]) 
             break
         time.sleep(0.1)
     watcher.join(timeout=FENCE_SETTLE)
+    done.set()
     result.notes.append("not powered off" if result.fenced_after is None
                         else f"powered off by its BMC {result.fenced_after}s after the fault")
     return moment["at"]
