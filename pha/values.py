@@ -114,6 +114,12 @@ def shown(value: object, secret: bool = False) -> str:
     return text
 
 
+def first_line(err: BaseException) -> str:
+    """An error's first line (its type's name when it says nothing), for a log line."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 # --- networks ---------------------------------------------------------------------------
 def parse_networks(text: str) -> list:
     """IPv4 networks from "10.0.0.0/24, 192.168.1.0/24" (spaces or commas between them).

@@ -235,13 +235,15 @@ class Ctx:
         """Seconds this action may spend waiting for PostgreSQL: its timeout less 10 s, 10 at least."""
         return max(10, int(self.res.meta("timeout", default_ms)) / 1000 - 10)
 
-    def settings(self, sync_names: str, read_only: bool = False) -> dict[str, str]:
-        """The content of pha.conf."""
+    def settings(self, sync_names: str, read_only: bool = False, source: Optional[str] = None) -> dict[str, str]:
+        """The content of pha.conf; `source`: stream from that peer standby's address
+        instead of master_ip (a promotion catching up, pha.pgsql.peers)."""
         p = self.params
         # read-write: never stream from a standby that still holds master_ip (a demoted
         # primary restarts as a standby before the writer VIP leaves it).
-        conninfo = (f"host={p['master_ip']} port={p['pgport']} user={p['repuser']} "
-                    f"application_name={self.me} connect_timeout=5 target_session_attrs=read-write "
+        upstream = f"host={source}" if source else f"host={p['master_ip']}"
+        conninfo = (f"{upstream} port={p['pgport']} user={p['repuser']} application_name={self.me} "
+                    f"connect_timeout=5{'' if source else ' target_session_attrs=read-write'} "
                     f"{p['primary_conninfo_opt']}").strip()
         if p["passfile"]:
             conninfo += f" passfile={p['passfile']}"

@@ -5,13 +5,14 @@
 - which synchronous_standby_names the primary runs with, and when it may fall
   back to async;
 - who wins an election when there is no primary, and when to hold one;
-- whether this node may be promoted now, and how a demote goes;
+- whether this node may be promoted now, which peer it must catch up with
+  first, and how a demote goes;
 - whether a node's history forked off the cluster's (REPL_INFO);
 - whether a refused connection still means a live server.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, NamedTuple, Optional
+from typing import Callable, Collection, Mapping, NamedTuple, Optional
 
 from pha.pgsql.names import (ATTR_DATA, ATTR_LSN, ATTR_STATUS, ATTR_TIMELINE,  # noqa: F401
                              CANDIDATE_DATA, DISCONNECT, HS_ALONE, HS_ASYNC, HS_POTENTIAL, HS_SYNC,
@@ -364,16 +365,49 @@ class Refusal(NamedTuple):
     step_aside: bool      # this node also gives up its promotion score
 
 
-def promotion_refusal(me: str, nodes: list[str], attrs: Attributes, sync_mode: bool) -> Optional[Refusal]:
+def promotion_refusal(me: str, nodes: list[str], attrs: Attributes, sync_mode: bool,
+                      caught_up_with: Collection[str] = ()) -> Optional[Refusal]:
     """Why this node must not be promoted now (re-checked against what the
-    others publish at the promotion itself), or None."""
+    others publish at the promotion itself), or None.
+
+    caught_up_with: the peers whose WAL this node has at the least, asked of
+    them at this promotion. In sync mode a node whose data is not current
+    (not LATEST, not the sync standby) may still be promoted once it holds
+    everything a current one holds: a peer handed it the promotion because
+    it has more WAL than the sync standby the last primary marked (the
+    primary's Pacemaker died and it went on with this node as its sync)."""
     mine = attrs.get(me, {}).get(ATTR_DATA)
-    if sync_mode and mine and mine not in CANDIDATE_DATA:
+    vouched = any(attrs.get(n, {}).get(ATTR_DATA) in CANDIDATE_DATA for n in caught_up_with)
+    if sync_mode and mine and mine not in CANDIDATE_DATA and not vouched:
         return Refusal(f"not promoting: this node's data is {mine}, not the sync standby's", True)
     for node in nodes:
         if node != me and attrs.get(node, {}).get(ATTR_STATUS) == PRI:
             return Refusal(f"not promoting: {node} is still the primary", False)
     return None
+
+
+class Position(NamedTuple):
+    """Where a node's WAL ends: what it wrote, received or replayed (IDENTIFY_SYSTEM)."""
+
+    timeline: int
+    lsn: int
+
+    def __str__(self) -> str:
+        return f"{format_lsn(self.lsn)} on timeline {self.timeline}"
+
+
+def most_advanced_peer(mine: Position, peers: Mapping[str, Optional[Position]],
+                       nodes: list[str]) -> Optional[str]:
+    """The peer whose WAL goes furthest past this node's (a newer timeline, or
+    more WAL on the same one), ties by node_list order; None when no peer has
+    more. A peer on an older timeline never has more: its WAL past the switch
+    point forked off (the fork guard's business). Peers not asked (None) are
+    not counted."""
+    order = {n: i for i, n in enumerate(nodes)}
+    ahead = [(node, p) for node, p in peers.items() if p is not None and p > mine]
+    if not ahead:
+        return None
+    return min(ahead, key=lambda item: (-item[1].timeline, -item[1].lsn, order.get(item[0], len(order))))[0]
 
 
 DEMOTE_NOT_RUNNING = "not running"   # a failed primary: Pacemaker stops (and maybe restarts) it next

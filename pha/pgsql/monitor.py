@@ -19,6 +19,7 @@ from pha.pgsql.context import Ctx, State
 from pha.pgsql.instance import PgError
 from pha.pgsql.primary import monitor_primary
 from pha.pgsql.standby import monitor_standby
+from pha.values import first_line
 
 
 def monitor(ctx: Ctx) -> int:
@@ -37,7 +38,7 @@ def monitor(ctx: Ctx) -> int:
             return _monitor_through_a_walsender(ctx, state, err)
         if busy:
             ctx.log.warning(f"PostgreSQL is alive but refuses connections (SQLSTATE {busy}): "
-                            f"{_first_line(err)}; reporting the last known role")
+                            f"{first_line(err)}; reporting the last known role")
             return _running(state.primary)
         raise _failure(ctx, state, err) from None
     except PgError as err:
@@ -67,10 +68,10 @@ def _monitor_through_a_walsender(ctx: Ctx, state: State, full: psycopg.Error) ->
         try:
             conn = stack.enter_context(ctx.pg.connect(timeout=5, walsender=True))
         except psycopg.Error as err:     # no replication line in pg_hba.conf, max_wal_senders taken...
-            ctx.log.warning(f"PostgreSQL is alive but refuses connections: {_first_line(full)}; no walsender "
-                            f"connection either ({_first_line(err)}); reporting the last known role")
+            ctx.log.warning(f"PostgreSQL is alive but refuses connections: {first_line(full)}; no walsender "
+                            f"connection either ({first_line(err)}); reporting the last known role")
             return _running(state.primary)
-        ctx.log.warning(f"every connection slot is taken ({_first_line(full)}): monitoring through a "
+        ctx.log.warning(f"every connection slot is taken ({first_line(full)}): monitoring through a "
                         "walsender connection")
         try:
             return _monitor_role(ctx, conn, state)
@@ -84,10 +85,6 @@ def _running(primary: bool) -> int:
 
 def _failure(ctx: Ctx, state: State, err: Exception) -> ocf.OCFError:
     if ctx.res.is_probe:
-        return ocf.OCFError(ocf.ERR_GENERIC, f"PostgreSQL runs but does not answer: {_first_line(err)}")
+        return ocf.OCFError(ocf.ERR_GENERIC, f"PostgreSQL runs but does not answer: {first_line(err)}")
     failed = ocf.FAILED_PROMOTED if state.primary else ocf.ERR_GENERIC
-    return ocf.OCFError(failed, f"PostgreSQL does not answer: {_first_line(err)}")
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ocf.OCFError(failed, f"PostgreSQL does not answer: {first_line(err)}")

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Optional
 
 import psycopg
 
 from pha import ocf
 from pha.crm import CrmError
-from pha.pgsql import decide, names
+from pha.pgsql import decide, names, peers
 from pha.pgsql.context import Ctx, State
 from pha.pgsql.standby import restart_receiver
 from pha.pgsql.startstop import failing_on_pg_error, start_postgres, stop_postgres
@@ -26,7 +26,13 @@ def promote(ctx: Ctx) -> int:
             return finish_held_promotion(ctx, conn, state)
         if not in_recovery:
             return ocf.SUCCESS
-        check_best(ctx)
+        status = ctx.crm.status()
+        mine, system = own_position(ctx, conn)
+        asked = peers.peers_to_ask(ctx, status)
+        where = peers.addresses(asked)
+        found = peers.positions(ctx, asked, system, where)
+        check_best(ctx, status.node_attributes, [n for n, p in found.items() if p is not None])
+        catch_up_or_hand_over(ctx, conn, mine, found, where)
         wait_replayed(conn, REPLAY_WAIT)
         conn.execute("select pg_promote(true, 60)")
         timeline, baseline = conn.execute(
@@ -110,13 +116,52 @@ def became_primary(ctx: Ctx, state: State, baseline: str) -> None:
     ctx.save(state)
 
 
-def check_best(ctx: Ctx) -> None:
-    """Promote only the node with the best data: re-checked against what the others publish."""
-    refusal = decide.promotion_refusal(ctx.me, ctx.nodes, ctx.crm.status().node_attributes, ctx.sync)
+def own_position(ctx: Ctx, conn: Any) -> tuple[decide.Position, str]:
+    """Where this standby's WAL ends (received or replayed) and its system identifier."""
+    system, lsn_text, timeline = conn.execute(
+        "select (select system_identifier::text from pg_control_system()),"
+        " greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text,"
+        " (select timeline_id from pg_control_checkpoint())").fetchone()
+    lsn = decide.parse_lsn(lsn_text) if lsn_text else 0
+    return decide.Position(max(int(timeline), ctx.pg.wal_timeline()), lsn), str(system)
+
+
+def check_best(ctx: Ctx, attrs: decide.Attributes, caught_up_with: list[str]) -> None:
+    """Promote only the node with the best data: re-checked against what the others
+    publish, and against the peers asked where their WAL ends (this node catches up
+    with them next)."""
+    refusal = decide.promotion_refusal(ctx.me, ctx.nodes, attrs, ctx.sync, caught_up_with)
     if refusal:
         if refusal.step_aside:
             ctx.step_aside()
         raise ocf.OCFError(ocf.ERR_GENERIC, refusal.reason)
+
+
+def catch_up_or_hand_over(ctx: Ctx, conn: Any, mine: decide.Position,
+                          found: dict[str, Optional[decide.Position]], where: dict[str, Optional[str]]) -> None:
+    """When a peer has more WAL than this node, stream it from that peer first, so
+    that nothing it acknowledged as the primary's last sync standby is lost. If it
+    does not arrive within peers.CATCH_UP_WAIT, the peer gets the promotion: this
+    node steps aside, gives the peer a winning score, and the promotion fails."""
+    best = decide.most_advanced_peer(mine, found, ctx.nodes)
+    if best is None:
+        return
+    target, address = found[best], where[best]
+    assert target is not None and address is not None   # found only where asked at an address
+    ctx.log.info(f"{best} has WAL to {target}, past this node's {mine}: streaming it from {best} first")
+    started = time.monotonic()
+    try:
+        reached = peers.catch_up(ctx, conn, address, target)
+    finally:
+        ctx.pg.write_conf(ctx.settings(""))       # master_ip again (the promotion rewrites it in sync mode)
+        conn.execute("select pg_reload_conf()")
+    if reached:
+        ctx.log.info(f"caught up with {best} in {time.monotonic() - started:.2f}s")
+        return
+    ctx.score(best, decide.CANDIDATE_SCORE)
+    ctx.step_aside()
+    raise ocf.OCFError(ocf.ERR_GENERIC, f"not promoting: {best} has WAL to {target}, past this node's {mine}, "
+                       f"and it did not arrive from there within {peers.CATCH_UP_WAIT:g}s: {best} is promotable")
 
 
 def wait_replayed(conn: Any, seconds: float) -> None:

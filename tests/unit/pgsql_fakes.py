@@ -21,9 +21,10 @@ from psycopg import sql
 
 from pha import crm, crmstatus
 from pha.agents import pgsql as agent
-from pha.pgsql import context, decide, rewind
+from pha.pgsql import context, decide, peers, rewind
 
 NODES = ["node1", "node2", "node3"]
+SYSTEM = "7000000000000000001"                       # the database cluster's system identifier
 RSC = "pgsql"
 SCORE = f"master-{RSC}"
 WANTED = decide.sync_standby_names(NODES, "node1")     # node1's synchronous_standby_names as the primary
@@ -165,6 +166,8 @@ class FakePostgres:
         self.control = {"Latest checkpoint's TimeLineID": "3", "Latest checkpoint location": "0/5000028",
                         "Database cluster state": "shut down"}
         self.histories: dict[int, str] = {}
+        self.system = SYSTEM
+        self.upstream_lsn: dict[str, str] = {}       # a peer's address -> the WAL it streams to this node
         self.auto_conf: dict[str, str] = {}
         self.connect_error: Optional[Exception] = None
         self.walsender_error: Optional[Exception] = None
@@ -177,6 +180,8 @@ class FakePostgres:
 
     def answers(self) -> list[tuple[str, Any]]:
         return [
+            ("from pg_control_system()", [(self.system, self.lsn, self.timeline)]),
+            ("select pg_last_wal_receive_lsn()::text", lambda text, params: [(self._received(),)]),
             ("pg_is_in_recovery()", [(self.in_recovery,)]),
             ("from pg_stat_replication", self.replication),
             ("current_setting('synchronous_standby_names')", [(self.sync_names,)]),
@@ -198,6 +203,13 @@ class FakePostgres:
             ("where backend_type = 'walreceiver'", [(self.receiver_pid,)] if self.receiver_pid else []),
             ("select 1", [(1,)]),
         ]
+
+    def _received(self) -> str:
+        """What the WAL receiver has: the peer's WAL when pha.conf streams from a peer that sends it."""
+        host = (self.conf or {}).get("primary_conninfo", "").split()[0].removeprefix("host=")
+        if host in self.upstream_lsn:
+            self.lsn = self.upstream_lsn[host]
+        return self.lsn
 
     def _promote(self, text: str, params: tuple) -> list[tuple]:
         self.in_recovery = False
@@ -289,6 +301,22 @@ class Node:
         monkeypatch.setattr(context, "build", self._build)
         monkeypatch.setattr(rewind, "rewind_instance", self._rewind_instance)
         monkeypatch.setattr(rewind, "reachable", lambda host, port, timeout=5.0: self.source_up)
+        # pha.pgsql.peers' I/O, faked: each peer's address, and what IDENTIFY_SYSTEM answers there
+        # (an Identity, or an exception to raise); a peer not named answers with this node's position.
+        self.peer_answers: dict[str, Any] = {}
+        self.asked: list[tuple[str, str]] = []
+        monkeypatch.setattr(peers, "addresses", lambda nodes: {n: peer_address(n) for n in nodes})
+        monkeypatch.setattr(peers, "ask", self._ask)
+
+    def _ask(self, address: str, conninfo: str) -> peers.Identity:
+        self.asked.append((address, conninfo))
+        node = next(n for n in NODES if peer_address(n) == address)
+        answer = self.peer_answers.get(node)
+        if answer is None:
+            return peers.Identity(self.pg.system, decide.Position(self.pg.timeline, decide.parse_lsn(self.pg.lsn)))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     def _rewind_instance(self, pg: Any, info: Any, host: str, port: int, repuser: str, passfile: str = "",
                          **kw: Any) -> Any:
@@ -323,6 +351,11 @@ class Node:
         self.tmpdir.mkdir(mode=0o700, exist_ok=True)
         state = dataclasses.replace(self.state(), **fields)
         (self.tmpdir / f"{RSC}.state").write_text(json.dumps(dataclasses.asdict(state)))
+
+
+def peer_address(node: str) -> str:
+    """A node's address in these tests: node3 is 10.0.0.3."""
+    return f"10.0.0.{node.removeprefix('node')}"
 
 
 def _read_json(path: Path) -> object:

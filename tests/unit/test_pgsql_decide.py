@@ -272,6 +272,47 @@ def test_promotion_refusal(attrs, sync, refusal) -> None:
     assert d.promotion_refusal("node1", NODES, attrs, sync) == refusal
 
 
+POTENTIAL_ME = {"node1": {"pgsql-data-status": "STREAMING|POTENTIAL"}}
+
+
+@pytest.mark.parametrize("peer_data, caught_up_with, refused", [
+    ("STREAMING|SYNC", ["node2"], False),        # the sync standby the primary marked has no more than us
+    ("LATEST", ["node2"], False),
+    ("STREAMING|SYNC", [], True),                # not asked: it may have more
+    ("STREAMING|POTENTIAL", ["node2"], True),    # a peer no more current than us vouches for nothing
+    ("DISCONNECT", ["node2"], True),
+])
+def test_a_node_that_caught_up_with_the_sync_standby_may_be_promoted(peer_data, caught_up_with, refused) -> None:
+    attrs = {**POTENTIAL_ME, "node2": {"pgsql-data-status": peer_data}}
+    assert (d.promotion_refusal("node1", NODES, attrs, True, caught_up_with) is not None) is refused
+
+
+def test_catching_up_never_excuses_a_running_primary() -> None:
+    attrs = {"node2": {"pgsql-data-status": "STREAMING|SYNC"}, "node3": {"pgsql-status": "PRI"}}
+    assert d.promotion_refusal("node1", NODES, attrs, True, ["node2"]) == \
+        d.Refusal("not promoting: node3 is still the primary", False)
+
+
+P = d.Position
+
+
+@pytest.mark.parametrize("peers, best", [
+    ({}, None),
+    ({"node2": P(3, 100), "node3": P(3, 100)}, None),          # the same WAL: nothing to fetch
+    ({"node2": P(3, 99), "node3": None}, None),                # behind, or not asked
+    ({"node2": P(3, 101), "node3": P(3, 150)}, "node3"),       # the most WAL
+    ({"node2": P(3, 150), "node3": P(3, 150)}, "node2"),       # ties by node_list order
+    ({"node2": P(4, 10), "node3": P(3, 500)}, "node2"),        # a newer timeline
+    ({"node2": P(2, 900)}, None),                              # an older timeline's WAL forked off
+])
+def test_most_advanced_peer(peers, best) -> None:
+    assert d.most_advanced_peer(P(3, 100), peers, NODES) == best
+
+
+def test_a_position_reads_as_an_lsn_and_a_timeline() -> None:
+    assert str(P(4, 0x5000060)) == "0/5000060 on timeline 4"
+
+
 @pytest.mark.parametrize("running, follows, path, asked", [
     (False, True, d.DEMOTE_NOT_RUNNING, False),
     (True, True, d.DEMOTE_BY_STOPPING, True),

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pha import ocf
-from pha.pgsql import decide, names
-from pgsql_fakes import SCORE, WANTED, FakeCluster, Node, primary_node
+from pha.pgsql import decide, names, peers
+from pgsql_fakes import SCORE, SYSTEM, WANTED, FakeCluster, Node, primary_node
 from pgsql_fakes import cluster  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.unit
@@ -101,6 +101,105 @@ def test_a_lock_command_that_cannot_run_counts_as_failed(standby: Node, capsys: 
     standby.params.update(enable_distlock="true", distlock_lock_cmd="/nonexistent/lock")
     assert standby.run("promote") == ocf.ERR_GENERIC
     assert "distlock_lock_cmd failed (exit 2)" in capsys.readouterr().err
+
+
+# --- the peers' WAL at a promotion (pha.pgsql.peers) ------------------------------------------------
+def identity(lsn: str, timeline: int = 3, system: str = SYSTEM) -> peers.Identity:
+    return peers.Identity(system, decide.Position(timeline, decide.parse_lsn(lsn)))
+
+
+def test_promotion_asks_every_running_peer_where_its_wal_ends(standby: Node, cluster: FakeCluster) -> None:
+    cluster.running = ["node1", "node3"]
+    assert standby.run("promote") == ocf.SUCCESS and promoted(standby)
+    [(address, conninfo)] = standby.asked
+    assert address == "10.0.0.3" and "replication=true" in conninfo and "user=postgres" in conninfo
+    assert "application_name=pha-promote-node1" in conninfo and "password" not in conninfo
+    assert not any("pg_last_wal_receive_lsn()::text" in q for q in standby.pg.executed)   # nobody had more
+
+
+def test_a_primary_peer_is_not_asked_and_refuses_the_promotion(standby: Node, cluster: FakeCluster) -> None:
+    cluster.attrs["node3"][names.ATTR_STATUS] = decide.PRI
+    assert standby.run("promote") == ocf.ERR_GENERIC and not promoted(standby)
+    assert [a for a, _ in standby.asked] == ["10.0.0.2"]
+
+
+def test_promotion_catches_up_with_a_peer_that_has_more_wal(standby: Node, cluster: FakeCluster,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """The double failure: the primary's Pacemaker and its sync standby's PostgreSQL die at
+    once, the primary goes on with node3 as its sync, and node1 (the sync standby it marked)
+    is promoted: it must first fetch what node3 acknowledged."""
+    standby.peer_answers["node3"] = identity("0/6000100")
+    standby.pg.upstream_lsn["10.0.0.3"] = "0/6000100"
+    assert standby.run("promote") == ocf.SUCCESS and promoted(standby)
+    err = capsys.readouterr().err
+    assert "node3 has WAL to 0/6000100 on timeline 3, past this node's 0/5000060 on timeline 3" in err
+    assert "caught up with node3" in err
+    assert cluster.props[names.REPL_INFO] == "node1|4|0/6000100"
+    assert standby.pg.conf["primary_conninfo"].startswith("host=10.0.0.100 ")   # master_ip again
+
+
+def test_catching_up_streams_from_the_peer_without_asking_for_a_writable_one(standby: Node) -> None:
+    standby.peer_answers["node3"] = identity("0/6000100")
+    confs = []
+    write_conf = standby.pg.write_conf
+    standby.pg.write_conf = lambda settings: confs.append(dict(settings)) or write_conf(settings)
+    standby.pg.upstream_lsn["10.0.0.3"] = "0/6000100"
+    assert standby.run("promote") == ocf.SUCCESS
+    conninfo = confs[0]["primary_conninfo"]
+    assert conninfo.startswith("host=10.0.0.3 ") and "target_session_attrs" not in conninfo
+    assert "application_name=node1" in conninfo
+
+
+def test_in_async_mode_the_caught_up_primary_points_at_master_ip_again(standby: Node) -> None:
+    standby.params["rep_mode"] = "async"
+    standby.peer_answers["node2"] = identity("0/6000100")
+    standby.pg.upstream_lsn["10.0.0.2"] = "0/6000100"
+    assert standby.run("promote") == ocf.SUCCESS
+    assert standby.pg.conf["primary_conninfo"].startswith("host=10.0.0.100 ")
+
+
+def test_a_peer_whose_wal_does_not_arrive_gets_the_promotion(standby: Node, cluster: FakeCluster,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(peers, "CATCH_UP_WAIT", 0.1)
+    cluster.attrs["node1"][SCORE] = "100"
+    standby.peer_answers["node3"] = identity("0/6000100")
+    assert standby.run("promote") == ocf.ERR_GENERIC and not promoted(standby)
+    assert "node3 is promotable" in capsys.readouterr().err
+    assert cluster.attrs["node1"][SCORE] == "-INFINITY" and cluster.attrs["node3"][SCORE] == "100"
+    assert standby.pg.conf["primary_conninfo"].startswith("host=10.0.0.100 ")
+    assert cluster.props[names.REPL_INFO] == "node2|3|0/3000000"
+
+
+def test_the_peer_handed_the_promotion_is_promoted_although_not_the_marked_sync(
+        standby: Node, cluster: FakeCluster) -> None:
+    cluster.attrs["node1"][names.ATTR_DATA] = decide.STREAMING_POTENTIAL
+    cluster.attrs["node3"][names.ATTR_DATA] = decide.STREAMING_SYNC
+    standby.peer_answers["node3"] = identity("0/5000000")        # the marked sync standby has less
+    assert standby.run("promote") == ocf.SUCCESS and promoted(standby)
+
+
+def test_a_non_sync_node_is_refused_when_the_sync_standby_cannot_be_asked(
+        standby: Node, cluster: FakeCluster, capsys: pytest.CaptureFixture) -> None:
+    import psycopg
+    cluster.attrs["node1"][names.ATTR_DATA] = decide.STREAMING_POTENTIAL
+    cluster.attrs["node3"][names.ATTR_DATA] = decide.STREAMING_SYNC
+    standby.peer_answers["node3"] = psycopg.OperationalError("connection to server at \"10.0.0.3\" failed: timeout")
+    assert standby.run("promote") == ocf.ERR_GENERIC and not promoted(standby)
+    err = capsys.readouterr().err
+    assert "cannot ask node3 (10.0.0.3) where its WAL ends: connection to server" in err
+    assert "not the sync standby's" in err
+
+
+@pytest.mark.parametrize("answer", ["unreachable", "another cluster"])
+def test_a_peer_that_cannot_be_counted_does_not_hold_the_promotion(standby: Node, answer: str,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    import psycopg
+    standby.peer_answers["node3"] = (psycopg.OperationalError("timeout expired") if answer == "unreachable"
+                                     else identity("0/9000000", system="7000000000000000002"))
+    assert standby.run("promote") == ocf.SUCCESS and promoted(standby)
+    assert "node3" in capsys.readouterr().err
+    assert standby.pg.lsn == "0/5000060"                          # nothing fetched from there
 
 
 # --- demote ----------------------------------------------------------------------------------
